@@ -1,0 +1,228 @@
+"""Typed run configuration: loaded from TOML, overridable with `--set a.b=c`, saved with every run.
+
+A `RunConfig` holds everything needed to re-run a run exactly: the data (source, tokenizer,
+split), the model (recipe, shape) and the training recipe (optimizer, schedule, budget, seed).
+Unknown keys and wrong types raise `UserError` naming the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from scalelab.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the tokens come from and how they are split."""
+
+    source: str = "stdlib"
+    """'stdlib' (the running Python's standard library, embedded default), a file, folder or glob
+    of text, a .jsonl/.jsonl.gz file, or 'hf:NAME[:CONFIG]' / 'hf-disk:PATH' for HF datasets."""
+    text_field: str = "text"
+    """Field holding the text in JSONL / Hugging Face records."""
+    tokenizer: str = "byte"
+    """'byte' (256 symbols + end-of-document), 'char' (characters seen in the corpus),
+    'bpe' (trained on the corpus with HF tokenizers), or a folder holding tokenizer.json."""
+    vocab_size: int = 4096
+    """Target vocabulary of the 'bpe' tokenizer (ignored otherwise)."""
+    split: Literal["auto", "documents", "contiguous"] = "auto"
+    """'documents': each document goes wholly to train, val or test by a hash of its id;
+    'contiguous': the token stream is cut into leading train, then val, then test;
+    'auto': documents when the corpus has at least 100 of them, else contiguous."""
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    max_documents: int | None = None
+    """Keep only the first N documents (sorted by id): for quick experiments."""
+    cache_dir: str | None = None
+    """Where token shards are cached; default: <workdir>/cache."""
+
+
+class ModelConfig(_Strict):
+    """The GPT's recipe and shape. `size` picks a rung of the ladder (see model/sizes.py)."""
+
+    recipe: Literal["gpt2", "modern"] = "gpt2"
+    size: str | None = None
+    """A ladder name ('3xs' ... '6xl') or a parameter count ('1e6'); sets n_layer/n_head/n_embd."""
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 256
+    """Context length in tokens."""
+    vocab_size: int | None = None
+    """Set from the tokenizer when None; a larger value pads the embedding (e.g. 50304)."""
+    dropout: float = 0.0
+    bias: bool | None = None
+    """Biases in linear layers and norms; default: True for gpt2, False for modern."""
+    mlp: Literal["gelu", "relu2", "swiglu"] | None = None
+    """MLP nonlinearity; default: gelu for gpt2, relu2 for modern."""
+    logit_softcap: float | None = None
+    """If set, logits = cap * tanh(logits / cap) (modern recipe)."""
+    tie_embeddings: bool | None = None
+    """Share input and output embeddings; default: True for gpt2, False for modern."""
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> ModelConfig:
+        if self.size is None and self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Optimizer, schedule, budget and bookkeeping."""
+
+    iters: int | None = 2000
+    """Optimizer steps; if None, derived from `tokens`."""
+    tokens: int | None = None
+    """Training-token budget; used when `iters` is None."""
+    batch_size: int = 12
+    """Sequences per micro-batch (per process)."""
+    grad_accum: int = 1
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    muon_lr: float = 0.02
+    """Learning rate of Muon's 2-D weights (the rest use `lr` with AdamW)."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables."""
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_iters: int = 100
+    decay_fraction: float = 0.2
+    """For 'wsd': the final fraction of steps over which lr decays linearly to min_lr."""
+    eval_every: int = 500
+    eval_batches: int = 20
+    final_eval_batches: int | None = None
+    """Batches for the last evaluation; default: eval_batches."""
+    ckpt_every: int = 500
+    log_every: int = 10
+    sampling: Literal["random", "sequential"] = "random"
+    """'random': random contiguous windows; 'sequential': epoch-exact pass over the stream."""
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ..."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Autocast dtype: 'auto' is bfloat16 on CUDA and float32 on CPU."""
+    compile: bool = False
+    seed: int = 1337
+    threads: int | None = None
+    """torch intra-op threads on CPU; default: all cores."""
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> TrainConfig:
+        if self.iters is None and self.tokens is None:
+            raise ValueError("set either train.iters or train.tokens")
+        return self
+
+
+class RunConfig(_Strict):
+    """One training run: name, data, model, training. Saved verbatim with the run."""
+
+    name: str = "run"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the result (the name excluded)."""
+        d = self.to_dict()
+        d.pop("name", None)
+        d["train"].pop("log_every", None)
+        d["train"].pop("threads", None)
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right side of `--set key=value` as a TOML value, else keep it a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply `a.b=c` overrides to a nested dict (in place) and return it."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}; for example --set train.lr=3e-4")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {key}: {p!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = parse_value(value.strip())
+    return raw
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid field names at a location inside RunConfig."""
+    cls: Any = model
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        cls = field.annotation
+    return sorted(cls.model_fields)
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], origin: str) -> str:
+    """Turn pydantic's errors into one message that names each key and what was expected."""
+    lines = [f"invalid configuration ({origin}):"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(x) for x in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(model, loc)
+            lines.append(f"  unknown key '{key}'; valid keys here: {', '.join(valid)}")
+        else:
+            got = e.get("input")
+            lines.append(f"  '{key}': {e['msg']} (got {got!r})")
+    return "\n".join(lines)
+
+
+def build_config(raw: dict[str, Any], origin: str = "config", cls: type[BaseModel] = RunConfig) -> Any:
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, cls, origin)) from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}; pass the path of a TOML file")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{p} is not valid TOML: {e}") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML file (or start from defaults when path is None) and apply overrides."""
+    raw = read_toml(path) if path is not None else {}
+    apply_overrides(raw, overrides)
+    return build_config(raw, origin=str(path) if path else "defaults")

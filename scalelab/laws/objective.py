@@ -1,0 +1,145 @@
+"""The robust log-space objective shared by the power-law and Chinchilla fits.
+
+Both laws are sums of power laws plus a constant, L = E + sum_k A_k x_k^(-s_k). Following
+Hoffmann et al. 2022 (Approach 3, Eq. 10) and Besiroglu et al. 2024 (Section 2), we write them in
+log space as a log-sum-exp,
+
+    log L_hat = LSE(c_1 - s_1 log x_1, ..., c_K - s_K log x_K, e),   A_k = e^{c_k}, E = e^e,
+
+and minimise the *sum* over points of Huber_delta(log L_hat_i - log L_i). Parameters are ordered
+theta = (c_1..c_K, e, s_1..s_K), which for Chinchilla (K = 2) is (a, b, e, alpha, beta).
+
+The objective is evaluated for a whole batch of parameter vectors at once (shape (S, P)) with an
+analytic gradient, so that thousands of starts cost one NumPy broadcast over starts x points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HUBER_DELTA = 1e-3
+"""Huber threshold on log-loss residuals used by Hoffmann et al. 2022 and Besiroglu et al. 2024."""
+
+
+def huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
+    """Huber loss: r^2/2 for |r| <= delta, delta (|r| - delta/2) beyond (Huber 1964)."""
+    ar = np.abs(r)
+    return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
+
+
+def log_sum_exp_prediction(theta: np.ndarray, log_x: np.ndarray) -> np.ndarray:
+    """log L_hat for parameter rows theta (S, 2K+1) at points log_x (K, n); returns (S, n)."""
+    theta = np.atleast_2d(np.asarray(theta, dtype=float))
+    log_x = np.atleast_2d(np.asarray(log_x, dtype=float))
+    k = log_x.shape[0]
+    t = theta[:, :k, None] - theta[:, k + 1 :, None] * log_x[None]  # (S, K, n)
+    e = np.broadcast_to(theta[:, k, None, None], (theta.shape[0], 1, log_x.shape[1]))
+    return np.logaddexp.reduce(np.concatenate([t, e], axis=1), axis=1)
+
+
+class LogSumExpHuber:
+    """Batched objective sum_i w_i Huber(LSE(...)_i - log y_i) with its analytic gradient.
+
+    Args:
+        log_x: (K, n) logs of the K explanatory variables (e.g. log N, log D).
+        log_y: (n,) logs of the observed losses.
+        delta: Huber threshold (Hoffmann et al. 2022 use 1e-3).
+        weights: None, (n,) point weights, or (R, n) one row per problem; bootstrap resamples are
+            integer weights (how many times each point was drawn).
+    """
+
+    def __init__(
+        self,
+        log_x: np.ndarray,
+        log_y: np.ndarray,
+        delta: float = HUBER_DELTA,
+        weights: np.ndarray | None = None,
+    ) -> None:
+        self.log_x = np.atleast_2d(np.asarray(log_x, dtype=float))
+        self.log_y = np.asarray(log_y, dtype=float)
+        self.k, self.n = self.log_x.shape
+        self.n_params = 2 * self.k + 1
+        self.delta = float(delta)
+        self.weights = None if weights is None else np.asarray(weights, dtype=float)
+        self.n_evals = 0  # rows evaluated, for benchmarks
+        self.chunk = 256
+        self._work: list[np.ndarray] | None = None
+        # d t_j / d(c_j, s_j) = (1, -log x_j): one small matmul gives both gradient entries.
+        self._design = [np.stack([np.ones(self.n), -lx], axis=1) for lx in self.log_x]
+
+    def _row_weights(self, rows: np.ndarray | None, s: int) -> np.ndarray | None:
+        if self.weights is None:
+            return None
+        if self.weights.ndim == 1:
+            return self.weights
+        if rows is None:
+            if self.weights.shape[0] != s:
+                raise ValueError("rows are required when weights hold several problems")
+            return self.weights
+        return self.weights[rows]
+
+    def _buffers(self, s: int) -> list[np.ndarray]:
+        # Fresh large temporaries are slow to allocate (page faults), so the work arrays are kept
+        # and reused; slices of the first s rows of a C-ordered buffer stay contiguous.
+        if self._work is None or self._work[0].shape[0] < s:
+            self._work = [np.empty((s, self.n)) for _ in range(self.k + 4)]
+        return [b[:s] for b in self._work]
+
+    def __call__(self, theta: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Objective (S,) and gradient (S, P) for parameter rows theta (S, P).
+
+        `rows` (S,) says which weight row (problem) each parameter row belongs to. Rows are
+        processed in chunks that fit in cache.
+        """
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        s = theta.shape[0]
+        self.n_evals += s
+        f = np.empty(s)
+        grad = np.empty((s, self.n_params))
+        for lo in range(0, s, self.chunk):
+            hi = min(s, lo + self.chunk)
+            sub_rows = None if rows is None else rows[lo:hi]
+            f[lo:hi], grad[lo:hi] = self._evaluate(theta[lo:hi], sub_rows)
+        return f, grad
+
+    def _evaluate(self, theta: np.ndarray, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        s, k, d = theta.shape[0], self.k, self.delta
+        *terms, m, z, r, psi = self._buffers(s)
+        for j in range(k):  # t_j = c_j - s_j log x_j, (S, n)
+            np.multiply.outer(theta[:, k + 1 + j], self.log_x[j], out=terms[j])
+            np.subtract(theta[:, j, None], terms[j], out=terms[j])
+        e = theta[:, k, None]
+        np.maximum(terms[0], e, out=m)  # shift for a stable exp
+        for j in range(1, k):
+            np.maximum(m, terms[j], out=m)
+        np.subtract(e, m, out=z)
+        np.exp(z, out=z)  # exp(e - m)
+        for j in range(k):
+            np.subtract(terms[j], m, out=terms[j])
+            np.exp(terms[j], out=terms[j])  # u_j = exp(t_j - m)
+            z += terms[j]
+        np.log(z, out=r)
+        r += m
+        r -= self.log_y  # residual of log L_hat, (S, n)
+        np.clip(r, -d, d, out=psi)  # Huber'(r)
+        w = self._row_weights(rows, s)
+        if w is not None:
+            psi *= w
+        # Huber(r) = psi (r - psi/2) in both regimes; m is free again and holds r - psi/2.
+        np.multiply(psi, 0.5, out=m)
+        np.subtract(r, m, out=m)
+        f = np.einsum("sn,sn->s", psi, m)
+        grad = np.empty((s, self.n_params))
+        psi_sum = psi.sum(axis=1)
+        psi /= z  # dLSE/dt_j = u_j / z
+        for j in range(k):
+            terms[j] *= psi
+            grad[:, [j, k + 1 + j]] = terms[j] @ self._design[j]
+        grad[:, k] = psi_sum - grad[:, :k].sum(axis=1)  # u_e / z = 1 - sum_j u_j / z
+        return f, grad
+
+    def single(self, theta: np.ndarray, row: int | None = None) -> tuple[float, np.ndarray]:
+        """Objective and gradient for one parameter vector, in the form scipy.optimize wants."""
+        rows = None if row is None else np.array([row])
+        f, g = self(np.asarray(theta, dtype=float)[None], rows)
+        return float(f[0]), g[0]

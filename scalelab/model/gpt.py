@@ -1,0 +1,279 @@
+"""A decoder-only GPT with two recipes, named hook points and a KV cache.
+
+- `gpt2` (Radford et al. 2019): learned positions, LayerNorm, GELU MLP, tied embeddings, optional
+  biases, the GPT-2 initialisation (N(0, 0.02), residual projections scaled by 1/sqrt(2 L)).
+- `modern`: rotary positions (Su et al. 2021), RMSNorm, QK-norm, ReLU^2 or SwiGLU MLP, untied
+  head, no biases, zero-initialised output projections, optional logit soft-cap.
+
+Hook points carry stable names (`blocks.{i}.attn.pattern`, `blocks.{i}.resid_post`, ...), in the
+manner of TransformerLens, so probes read activations by name: see `hooks.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scalelab.model.hooks import HookedMixin, HookPoint
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """A fully resolved model shape (no defaults left open)."""
+
+    recipe: str = "gpt2"
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 256
+    vocab_size: int = 257
+    dropout: float = 0.0
+    bias: bool = True
+    mlp: str = "gelu"
+    logit_softcap: float | None = None
+    tie_embeddings: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Norm(nn.Module):
+    """LayerNorm (gpt2) or weight-free RMSNorm (modern)."""
+
+    def __init__(self, dim: int, kind: str, bias: bool):
+        super().__init__()
+        self.kind = kind
+        if kind == "layernorm":
+            self.weight = nn.Parameter(torch.ones(dim))
+            self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layernorm":
+            return F.layer_norm(x, (x.size(-1),), self.weight, self.bias, 1e-5)
+        return F.rms_norm(x, (x.size(-1),), eps=1e-6)
+
+
+def rotary_tables(head_dim: int, length: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables of shape (length, head_dim // 2) for rotary embeddings."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of x (B, H, T, D) by the angles of positions T."""
+    d = x.size(-1) // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated to the context length, for fast sampling."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, device, dtype):
+        shape = (batch, cfg.n_head, cfg.block_size, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.pos = 0  # tokens already in the cache
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = k.size(2)
+        self.k[layer][:, :, self.pos : self.pos + t] = k
+        self.v[layer][:, :, self.pos : self.pos + t] = v
+        end = self.pos + t
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.hook_pattern = HookPoint()  # (B, H, T, S) attention probabilities
+        self.hook_z = HookPoint()  # (B, T, H, D) per-head outputs before c_proj
+
+    def forward(self, x, rope=None, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        H, D = self.cfg.n_head, self.cfg.head_dim
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)
+        v = v.view(B, T, H, D).transpose(1, 2)
+        if self.cfg.recipe == "modern":
+            q = F.rms_norm(q, (D,), eps=1e-6)  # QK-norm
+            k = F.rms_norm(k, (D,), eps=1e-6)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        past = cache.pos if cache is not None else 0
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # (B, H, past + T, D)
+        S = k.size(2)
+        if self.hook_pattern.active() or self.hook_z.active():
+            y = self._explicit_attention(q, k, v, past)
+        else:
+            drop = self.cfg.dropout if self.training else 0.0
+            if past == 0:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+            else:  # queries at positions past..past+T-1 see keys 0..their own position
+                mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        y = y.transpose(1, 2)  # (B, T, H, D)
+        y = self.hook_z(y)
+        return self.resid_drop(self.c_proj(y.reshape(B, T, C)))
+
+    def _explicit_attention(self, q, k, v, past: int) -> torch.Tensor:
+        """Materialise the pattern so that hooks can read or replace it."""
+        T, S = q.size(2), k.size(2)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=past)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        pattern = self.hook_pattern(torch.softmax(scores.float(), dim=-1).to(q.dtype))
+        return pattern @ v  # (B, H, T, D)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.kind = cfg.mlp
+        hidden = 4 * cfg.n_embd
+        if cfg.mlp == "swiglu":  # same parameter count as a 4x MLP
+            hidden = int(8 * cfg.n_embd / 3 + 7) // 8 * 8
+            self.c_gate = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
+        self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)  # (B, T, hidden)
+        if self.kind == "gelu":
+            h = F.gelu(h, approximate="tanh")
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            h = F.silu(self.c_gate(x)) * h
+        return self.drop(self.c_proj(h))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        norm = "layernorm" if cfg.recipe == "gpt2" else "rms"
+        self.ln_1 = Norm(cfg.n_embd, norm, cfg.bias)
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.ln_2 = Norm(cfg.n_embd, norm, cfg.bias)
+        self.mlp = MLP(cfg)
+        self.hook_resid_pre = HookPoint()  # (B, T, C)
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x, rope=None, cache: KVCache | None = None) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), rope, cache)))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
+
+
+class GPT(HookedMixin, nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.recipe == "gpt2" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = Norm(cfg.n_embd, "layernorm" if cfg.recipe == "gpt2" else "rms", cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.hook_embed = HookPoint()  # (B, T, C)
+        self.hook_final = HookPoint()  # (B, T, C) after the final norm
+        if cfg.recipe == "modern":
+            cos, sin = rotary_tables(cfg.head_dim, cfg.block_size)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+        self.name_hooks()
+
+    # -------------------------------------------------------------- initialisation
+    def reset_parameters(self) -> None:
+        std = 0.02
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                nn.init.zeros_(p) if name.endswith("bias") else nn.init.ones_(p)
+            elif self.cfg.recipe == "gpt2":
+                scale = 1 / math.sqrt(2 * self.cfg.n_layer) if name.endswith("c_proj.weight") else 1.0
+                nn.init.normal_(p, 0.0, std * scale)
+            elif name.endswith("c_proj.weight") or name == "lm_head.weight":
+                nn.init.zeros_(p)  # modern: every block starts as the identity
+            elif name == "wte.weight":
+                nn.init.normal_(p, 0.0, 1.0)
+            else:
+                nn.init.normal_(p, 0.0, 1 / math.sqrt(p.size(1)))
+
+    # -------------------------------------------------------------- forward
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        reduction: str = "mean",
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) token ids -> logits (B, T, V) and, given targets (B, T), the loss.
+
+        `reduction='none'` returns the per-token loss (B, T); targets equal to -1 are ignored.
+        """
+        B, T = idx.shape
+        past = cache.pos if cache is not None else 0
+        if past + T > self.cfg.block_size:
+            raise ValueError(f"sequence of {past + T} tokens exceeds the context of {self.cfg.block_size}")
+        x = self.wte(idx)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(past, past + T, device=idx.device))
+        else:
+            x = F.rms_norm(x, (x.size(-1),), eps=1e-6)
+            rope = (self.rope_cos[past : past + T], self.rope_sin[past : past + T])
+        x = self.hook_embed(self.drop(x))
+        for block in self.blocks:
+            x = block(x, rope, cache)
+        x = self.hook_final(self.ln_f(x))
+        if cache is not None:
+            cache.pos += T
+        logits = self.lm_head(x)  # (B, T, V)
+        if self.cfg.logit_softcap:
+            cap = self.cfg.logit_softcap
+            logits = cap * torch.tanh(logits / cap)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1, reduction=reduction
+        )
+        if reduction == "none":
+            loss = loss.view(B, T)
+        return logits, loss
+
+    # -------------------------------------------------------------- counting
+    def param_counts(self) -> dict[str, int]:
+        """Total, non-embedding (Kaplan et al. 2020) and matmul ('flops') parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        wte = self.wte.weight.numel()
+        wpe = self.wpe.weight.numel() if self.wpe is not None else 0
+        head = 0 if self.cfg.tie_embeddings else self.lm_head.weight.numel()
+        return {
+            "params": total,
+            "params_nonembed": total - wte - wpe - head,
+            # parameters used in a matmul per token: the output head, not the input lookup
+            "params_flops": total - wpe - (wte if not self.cfg.tie_embeddings else 0),
+        }

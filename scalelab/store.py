@@ -1,0 +1,186 @@
+"""The run store: one SQLite file per work directory, the shared state between runs.
+
+Tables:
+- `runs`: id, name, group, full config (JSON), config hash, status, timestamps, git commit,
+  host, world size, parameter counts, FLOPs per token, tokens, FLOPs, final losses, summary
+  (JSON) and error;
+- `metrics`: (run, step, tokens, flops, split, name, value), one row per logged number.
+
+Every number in a report traces back to a run id here. Writes are short transactions in WAL
+mode, so readers never see a half-written run.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from scalelab.errors import UserError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    grp TEXT,
+    config TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    git_commit TEXT,
+    host TEXT,
+    world_size INTEGER DEFAULT 1,
+    params INTEGER,
+    params_nonembed INTEGER,
+    flops_per_token REAL,
+    tokens INTEGER,
+    flops REAL,
+    final_train_loss REAL,
+    final_val_loss REAL,
+    summary TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_hash ON runs (config_hash);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    tokens INTEGER,
+    flops REAL,
+    split TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics (run_id, split, name, step);
+"""
+
+STATUSES = ("created", "running", "completed", "failed", "interrupted")
+RUN_COLUMNS = (
+    "name", "grp", "status", "started_at", "finished_at", "git_commit", "host", "world_size", "params",
+    "params_nonembed", "flops_per_token", "tokens", "flops", "final_train_loss", "final_val_loss",
+    "summary", "error",
+)  # fmt: skip
+
+
+def git_commit(path: str | Path = ".") -> str | None:
+    """The commit of the scalelab checkout (or None outside git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=5,
+        )  # fmt: skip
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    @classmethod
+    def in_workdir(cls, workdir: str | Path) -> RunStore:
+        return cls(Path(workdir) / "scalelab.db")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ------------------------------------------------------------------ writing
+    def create_run(self, name: str, config: dict, config_hash: str, group: str | None = None, **fields) -> str:
+        run_id = f"{time.strftime('%y%m%d')}-{uuid.uuid4().hex[:8]}"
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO runs (id, name, grp, config, config_hash, status, created_at, git_commit, host) "
+                "VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?)",
+                (run_id, name, group, json.dumps(config), config_hash, time.time(), git_commit(), socket.gethostname()),
+            )
+        if fields:
+            self.update_run(run_id, **fields)
+        return run_id
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        bad = [k for k in fields if k not in RUN_COLUMNS]
+        if bad:
+            raise KeyError(f"unknown run fields {bad}")
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"unknown status {fields['status']!r}")
+        if "summary" in fields and not isinstance(fields["summary"], str):
+            fields["summary"] = json.dumps(fields["summary"])
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.conn:
+            self.conn.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
+
+    def log_metrics(self, run_id: str, rows: Iterable[tuple[int, int, float, str, str, float]]) -> None:
+        """rows of (step, tokens, flops, split, name, value)."""
+        with self.conn:
+            self.conn.executemany(
+                "INSERT INTO metrics (run_id, step, tokens, flops, split, name, value) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, *r) for r in rows],
+            )
+
+    def truncate_metrics(self, run_id: str, after_step: int) -> None:
+        """Drop metrics logged after a checkpoint's step (a resumed run logs them again)."""
+        with self.conn:
+            self.conn.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, after_step))
+
+    # ------------------------------------------------------------------ reading
+    def get_run(self, run_id: str) -> dict | None:
+        """A run by id or unique id prefix or name (the newest run of that name)."""
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            rows = self.conn.execute("SELECT * FROM runs WHERE id LIKE ?", (run_id + "%",)).fetchall()
+            if len(rows) > 1:
+                raise UserError(f"run id prefix {run_id!r} is ambiguous: {[r['id'] for r in rows][:5]}")
+            row = rows[0] if rows else None
+        if row is None:
+            row = self.conn.execute(
+                "SELECT * FROM runs WHERE name = ? ORDER BY created_at DESC LIMIT 1", (run_id,)
+            ).fetchone()
+        return _row_dict(row) if row is not None else None
+
+    def find_runs(self, config_hash: str | None = None, status: str | None = None, group: str | None = None):
+        sql, args = "SELECT * FROM runs WHERE 1=1", []
+        for col, val in (("config_hash", config_hash), ("status", status), ("grp", group)):
+            if val is not None:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        return [_row_dict(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
+
+    def runs_df(self, group: str | None = None):
+        import pandas as pd
+
+        sql = "SELECT * FROM runs" + (" WHERE grp = ?" if group else "") + " ORDER BY created_at"
+        return pd.read_sql_query(sql, self.conn, params=(group,) if group else ())
+
+    def metrics_df(self, run_ids: Iterable[str] | None = None, name: str | None = None):
+        import pandas as pd
+
+        sql, args = "SELECT * FROM metrics WHERE 1=1", []
+        if run_ids is not None:
+            ids = list(run_ids)
+            sql += f" AND run_id IN ({','.join('?' * len(ids))})"
+            args += ids
+        if name is not None:
+            sql += " AND name = ?"
+            args.append(name)
+        return pd.read_sql_query(sql + " ORDER BY run_id, step", self.conn, params=args)
+
+
+def _row_dict(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
+    return d

@@ -1,0 +1,102 @@
+"""Optimizers: AdamW (fused on CUDA) and Muon for 2-D weights with AdamW for the rest.
+
+Muon (Jordan et al. 2024) replaces each 2-D weight's momentum update by its nearest
+semi-orthogonal matrix, computed with a few Newton-Schulz iterations of a quintic polynomial.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from scalelab.config import TrainConfig
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately U V^T for g = U S V^T, by the quintic iteration X <- aX + (bA + cA^2)X, A = XX^T.
+
+    The coefficients (3.4445, -4.7750, 2.0315) push all singular values towards 1 quickly without
+    needing convergence; runs in bfloat16 on CUDA and float32 elsewhere.
+    """
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    transposed = x.size(0) > x.size(1)
+    if transposed:
+        x = x.T
+    x = x / (x.norm() + 1e-7)
+    for _ in range(steps):
+        A = x @ x.T
+        x = a * x + (b * A + c * A @ A) @ x
+    if transposed:
+        x = x.T
+    return x.to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Momentum, then orthogonalise the update of each 2-D weight (nesterov by default)."""
+
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
+                 weight_decay: float = 0.0, ns_steps: int = 5):  # fmt: skip
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov,
+                                      weight_decay=weight_decay, ns_steps=ns_steps))  # fmt: skip
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(p.grad)
+                g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                update = newton_schulz(g, group["ns_steps"])
+                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"] * scale)
+
+
+def _adamw(groups, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None,
+                             foreach=None if fused else True)  # fmt: skip
+
+
+def build_optimizers(model: nn.Module, cfg: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
+    """AdamW with decay on 2-D weights only; or Muon on the blocks' 2-D weights plus AdamW for the rest.
+
+    Each param group carries `base_lr`, which the schedule multiplies.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        decay = [p for n, p in named if p.dim() >= 2]
+        no_decay = [p for n, p in named if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr},
+            {"params": no_decay, "weight_decay": 0.0, "base_lr": cfg.lr},
+        ]
+        return [_adamw(groups, cfg, device)]
+    hidden = [p for n, p in named if p.dim() == 2 and n.startswith("blocks.")]
+    hidden_ids = {id(p) for p in hidden}
+    rest = [p for n, p in named if id(p) not in hidden_ids]
+    embed_like = [p for p in rest if p.dim() >= 2]
+    scalars = [p for p in rest if p.dim() < 2]
+    adam = _adamw(
+        [
+            {"params": embed_like, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr},
+            {"params": scalars, "weight_decay": 0.0, "base_lr": cfg.lr},
+        ],
+        cfg,
+        device,
+    )
+    muon = Muon([{"params": hidden, "base_lr": cfg.muon_lr}], lr=cfg.muon_lr)
+    return [muon, adam]
+
+
+def set_lr(optimizers: list[torch.optim.Optimizer], factor: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * factor

@@ -1,0 +1,33 @@
+"""Checks that a run can be resumed with the config given now."""
+
+from __future__ import annotations
+
+from scalelab.config import RunConfig
+from scalelab.errors import UserError
+from scalelab.model.gpt import GPTConfig
+from scalelab.model.sizes import resolve
+
+# what may never change when a run is continued: the tokens and the model's shape
+FROZEN_DATA = ("source", "text_field", "tokenizer", "vocab_size", "split", "val_fraction", "test_fraction",
+               "max_documents")  # fmt: skip
+
+
+def check_resumable(prior_config: dict, cfg: RunConfig, gpt_cfg: GPTConfig) -> None:
+    """Refuse, naming each difference, when the tokenizer, data or model shape would change."""
+    prior = RunConfig.model_validate(prior_config)
+    diffs = []
+    for key in FROZEN_DATA:
+        a, b = getattr(prior.data, key), getattr(cfg.data, key)
+        if a != b:
+            diffs.append(f"data.{key}: {a!r} -> {b!r}")
+    before = resolve(prior.model, gpt_cfg.vocab_size if prior.model.vocab_size is None else prior.model.vocab_size)
+    for key, a in before.to_dict().items():
+        b = getattr(gpt_cfg, key)
+        if a != b and not (key == "vocab_size" and prior.model.vocab_size is None):
+            diffs.append(f"model.{key}: {a!r} -> {b!r}")
+    if diffs:
+        raise UserError(
+            "cannot resume: the tokenizer, data or model shape differs from the run's:\n  "
+            + "\n  ".join(diffs)
+            + "\nstart a new run instead, or resume with the original config"
+        )
