@@ -1,7 +1,7 @@
 """Comparison data for preference models: a prompt, a preferred and a rejected response.
 
 A preference model (PM) is trained on pairs with the ranked loss L_PM = log(1 + exp(r_bad - r_good))
-(Askell et al. 2021, arXiv 2112.00861, Sec. 4; Bai et al. 2022, arXiv 2204.05862, Sec. 2.2). This
+(Askell et al. 2021, arXiv 2112.00861; Bai et al. 2022, arXiv 2204.05862). This
 module holds the pair itself (`Comparison`), the loaders, and the left truncation that fits a pair
 into the PM's context. It knows no tokenizer and no nn.Module.
 
@@ -93,10 +93,8 @@ class LoadReport:
 
     def summary(self) -> str:
         """One line for a log: counts of loaded, skipped and noted lines."""
-        return (
-            f"{self.source} ({self.format}): {self.n_loaded} comparisons loaded, "
-            f"{self.n_skipped} {self.unit}s skipped, {len(self.notes)} noted"
-        )
+        return (f"{self.source} ({self.format}): {self.n_loaded} comparisons loaded, "
+                f"{self.n_skipped} {self.unit}s skipped, {len(self.notes)} noted")
 
 
 class _PolicySkip(UserError):
@@ -379,15 +377,10 @@ def save_comparisons(comparisons: Iterable[Comparison], path: str | os.PathLike[
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "wt", encoding="utf-8") as f:
         for c in comparisons:
-            row: dict[str, Any] = {"prompt": c.prompt, "chosen": c.chosen, "rejected": c.rejected}
-            if c.margin is not None:
-                row["margin"] = c.margin
-            if c.source:
-                row["source"] = c.source
-            meta = {k: v for k, v in c.meta.items() if k != "line"}
-            if meta:
-                row["meta"] = meta
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            meta = {k: v for k, v in c.meta.items() if k != "line"}  # "line" is where it is read back
+            row = {"prompt": c.prompt, "chosen": c.chosen, "rejected": c.rejected, "margin": c.margin,
+                   "source": c.source or None, "meta": meta or None}
+            f.write(json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False) + "\n")
             n += 1
     return n
 

@@ -1,6 +1,6 @@
 """Automatic comparison sets whose preferred side is known: preference-model pre-training (PMP) data.
 
-Askell et al. 2021 (arXiv 2112.00861, Sec. 4) pre-train preference models on large automatic
+Askell et al. 2021 (arXiv 2112.00861) pre-train preference models on large automatic
 comparison sets before fine-tuning on human comparisons, and find that *binary* PMP transfers better
 than ranked PMP: each ranked pair A > B becomes the two comparisons "GOOD:A > BAD:A" and
 "BAD:B > GOOD:B" (`binarize`). This module makes such sets from plain documents by corruption
@@ -202,7 +202,7 @@ def _labelled(label: str, text: str) -> str:
 
 
 def binarize(comparisons: Iterable[Comparison], good: str = "GOOD:", bad: str = "BAD:") -> list[Comparison]:
-    """Binary PMP (Askell et al. 2021, Sec. 4.1): each A > B gives "GOOD:A > BAD:A" and "BAD:B > GOOD:B".
+    """Binary PMP (Askell et al. 2021, arXiv 2112.00861): A > B gives "GOOD:A > BAD:A", "BAD:B > GOOD:B".
 
     The label is written in front of the response (``"GOOD: " + A``), i.e. in the context the PM
     reads just before the response, so the PM learns whether a label fits a response rather than

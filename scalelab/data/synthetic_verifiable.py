@@ -1,7 +1,7 @@
 """Gold-known comparisons from verifiable tasks: arithmetic answers and Python code that parses.
 
-Like the automatic sets of preference-model pre-training (Askell et al. 2021, arXiv 2112.00861,
-Sec. 4), these need no human label: the preferred side is checked by a program. Arithmetic prefers
+Like the automatic sets of preference-model pre-training (Askell et al. 2021, arXiv 2112.00861),
+these need no human label: the preferred side is checked by a program. Arithmetic prefers
 the correct answer to a plausible wrong one; code prefers a function that parses to a minimally
 broken copy that provably fails `ast.parse`. Deterministic given ``seed`` and the input order.
 """
@@ -164,16 +164,15 @@ def break_python(code: str, rng: random.Random, kinds: Sequence[str] = BREAK_KIN
     Kinds: ``drop_colon`` (delete a ":" token), ``drop_bracket`` (delete one of ()[]{}),
     ``drop_quote`` (delete the opening quote of a string), ``break_indent`` (indent or dedent one
     statement line by a single space). Kinds are tried in random order, each at up to ``max_tries``
-    random sites; an edit is kept only if the result really fails to parse (dropping the colon of a
-    slice, for one, still parses).
+    distinct random sites; an edit is kept only if the result really fails to parse (dropping the
+    colon of a slice, for one, still parses).
     """
     try:
         sites = _candidates(code)
     except (tokenize.TokenError, SyntaxError):
         return None
     for kind in rng.sample(list(kinds), len(kinds)):
-        for _ in range(min(max_tries, len(sites[kind]))):
-            offset, action = rng.choice(sites[kind])
+        for offset, action in rng.sample(sites[kind], min(max_tries, len(sites[kind]))):  # distinct sites
             if action == "delete":
                 broken = code[:offset] + code[offset + 1:]
             elif action == "indent":

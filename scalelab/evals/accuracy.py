@@ -1,6 +1,6 @@
 """Preference-model accuracy: how often the chosen response scores higher, with a bootstrap interval.
 
-Askell et al. 2021 (arXiv 2112.00861, Sec. 4) and Bai et al. 2022 (arXiv 2204.05862, Sec. 3) report
+Askell et al. 2021 (arXiv 2112.00861) and Bai et al. 2022 (arXiv 2204.05862) report
 PM accuracy on held-out comparisons: the fraction of pairs with r_chosen > r_rejected. A tie is
 counted as half right, which is what a coin flip between equal scores would earn.
 """

@@ -299,6 +299,8 @@ class _Run:
 
     # ------------------------------------------------------------------ state
     def _save(self, step, model, opts, sampler, state, wall0) -> None:
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise RunDiverged(f"weights became non-finite by step {step}")
         st = dict(state)
         st["elapsed"] = state["elapsed"] + (time.perf_counter() - wall0)
         full = {"state": st, "optimizers": [o.state_dict() for o in opts], "sampler": sampler.state_dict(),

@@ -1,0 +1,5 @@
+"""`python -m scalelab ...` (and `torchrun -m scalelab train ...`)."""
+
+from scalelab.cli import main
+
+main()

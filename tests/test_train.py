@@ -1,0 +1,105 @@
+import math
+
+import numpy as np
+import pytest
+
+from scalelab.data.shards import prepare_shards
+from scalelab.errors import RunDiverged, UserError
+from scalelab.store import RunStore
+from scalelab.train.checkpoint import latest_checkpoint, load_model_from_checkpoint
+from scalelab.train.loop import train
+from scalelab.train.schedule import lr_factor
+
+
+def _curve(workdir, run_id, split="train", name="loss"):
+    df = RunStore.in_workdir(workdir).metrics_df([run_id], name=name)
+    df = df[df.split == split]
+    return dict(zip(df.step, df.value))
+
+
+def _unigram_entropy(tokens) -> float:
+    counts = np.bincount(np.asarray(tokens, dtype=np.int64))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def test_learns_below_unigram_entropy(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(train__iters="300", model__n_embd="64", model__n_head="4", train__lr="3e-3", model__n_layer="2",
+                   train__eval_every="100", data__max_documents="40", train__threads="2")
+    s = train(cfg, tmp_path, progress=False)
+    shards = prepare_shards(cfg.data, tmp_path / "cache", progress=False)
+    h = _unigram_entropy(shards.tokens("train"))
+    assert s["status"] == "completed" and s["iters"] == 300
+    assert s["final_val_loss"] < h - 0.5, (s["final_val_loss"], h)
+    assert s["tokens"] == 300 * 8 * 32 and s["flops"] == s["tokens"] * s["flops_per_token"]
+    run = RunStore.in_workdir(tmp_path).get_run(s["run_id"])
+    assert run["status"] == "completed" and run["final_val_loss"] == pytest.approx(s["final_val_loss"])
+    assert run["config"]["train"]["iters"] == 300 and run["params"] == s["params"]
+
+
+@pytest.mark.parametrize("sampling", ["random", "sequential"])
+def test_resume_reproduces_uninterrupted_curve(tiny_cfg, tmp_path, sampling):
+    cfg = tiny_cfg(train__sampling=f"'{sampling}'", train__log_every="1", model__dropout="0.1")
+    full = train(cfg, tmp_path / "a", progress=False)
+    part = train(cfg, tmp_path / "b", progress=False, stop_after=13)  # between checkpoints 10 and 20
+    assert part["status"] == "interrupted" and part["iters"] == 13
+    assert RunStore.in_workdir(tmp_path / "b").get_run(part["run_id"])["status"] == "interrupted"
+    resumed = train(cfg, tmp_path / "b", resume=part["run_id"], progress=False)
+    assert resumed["run_id"] == part["run_id"] and resumed["status"] == "completed"
+    a, b = _curve(tmp_path / "a", full["run_id"]), _curve(tmp_path / "b", part["run_id"])
+    assert sorted(a) == sorted(b) == list(range(1, 31))
+    assert all(a[k] == b[k] for k in a), [(k, a[k], b[k]) for k in a if a[k] != b[k]]
+    assert resumed["final_val_loss"] == full["final_val_loss"]
+
+
+def test_resume_refuses_other_shape_or_tokenizer(tiny_cfg, tmp_path):
+    s = train(tiny_cfg(), tmp_path, progress=False, stop_after=10)
+    with pytest.raises(UserError, match=r"model.n_layer: 1 -> 2"):
+        train(tiny_cfg(model__n_layer="2"), tmp_path, resume=s["run_id"], progress=False)
+    with pytest.raises(UserError, match=r"data.tokenizer: 'byte' -> 'char'"):
+        train(tiny_cfg(data__tokenizer="'char'"), tmp_path, resume=s["run_id"], progress=False)
+    with pytest.raises(UserError, match="no run"):
+        train(tiny_cfg(), tmp_path, resume="nope", progress=False)
+
+
+def test_nan_guard_marks_failed_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path):
+    def poison(model, step):  # at the evaluation of step 20, corrupt the weights
+        if step == 20:
+            for p in model.parameters():
+                p.data.fill_(float("nan"))
+        return {}
+
+    cfg = tiny_cfg(train__eval_every="10", train__ckpt_every="10")
+    with pytest.raises(RunDiverged, match="non-finite"):
+        train(cfg, tmp_path, progress=False, extra_evals=[poison])
+    run = RunStore.in_workdir(tmp_path).find_runs()[0]
+    assert run["status"] == "failed" and "non-finite" in run["error"]
+    ckpt = latest_checkpoint(tmp_path / "runs" / run["id"] / "ckpt")
+    assert ckpt.name == "step_00000010"
+    model, _, _ = load_model_from_checkpoint(ckpt)
+    assert all(not p.isnan().any() for p in model.parameters())
+
+
+def test_nan_loss_stops_the_run(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(train__lr="1e30", train__grad_clip="0", train__warmup_iters="0")
+    with pytest.raises(RunDiverged):
+        train(cfg, tmp_path, progress=False)
+    assert RunStore.in_workdir(tmp_path).find_runs()[0]["status"] == "failed"
+
+
+def test_schedules():
+    assert lr_factor(0, 100, 10, "cosine", 0.1, 0.2) == pytest.approx(1 / 11)
+    assert lr_factor(10, 100, 10, "cosine", 0.1, 0.2) == pytest.approx(1.0)
+    assert lr_factor(100, 100, 10, "cosine", 0.1, 0.2) == pytest.approx(0.1)
+    assert lr_factor(55, 100, 10, "cosine", 0.1, 0.2) == pytest.approx(0.55)
+    assert lr_factor(79, 100, 10, "wsd", 0.1, 0.2) == 1.0
+    assert lr_factor(90, 100, 10, "wsd", 0.1, 0.2) == pytest.approx(0.55)
+    assert math.isclose(lr_factor(50, 100, 10, "constant", 0.1, 0.2), 1.0)
+
+
+def test_muon_and_modern_recipe_train(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(model__recipe="'modern'", train__optimizer="'muon'", train__schedule="'wsd'",
+                   train__grad_accum="2")
+    s = train(cfg, tmp_path, progress=False)
+    assert s["status"] == "completed" and s["final_val_loss"] < math.log(257) - 1.0
+    assert s["tokens"] == 30 * 2 * 8 * 32
