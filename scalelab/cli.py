@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -11,6 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from scalelab.cli_common import DEFAULT_WORKDIR
+from scalelab.cli_pm import eval_app, pm_app
+from scalelab.cli_probe import probe_app
+from scalelab.cli_study import study_app
 from scalelab.errors import RunDiverged, UserError
 
 app = typer.Typer(
@@ -19,10 +22,13 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: throughput, MFU and time to a target loss.")
 app.add_typer(bench_app, name="bench")
+app.add_typer(study_app, name="study")
+app.add_typer(pm_app, name="pm")
+app.add_typer(eval_app, name="eval")
+app.add_typer(probe_app, name="probe")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
-DEFAULT_WORKDIR = os.environ.get("SCALELAB_WORKDIR", "scalelab-work")
 WorkdirOpt = typer.Option(DEFAULT_WORKDIR, "--workdir", "-w", help="Work directory: run store, caches, checkpoints.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object as the last line.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config key: --set train.lr=3e-4 (repeatable).")

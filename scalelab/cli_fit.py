@@ -1,0 +1,188 @@
+"""`scalelab fit ...`: fit scaling laws to a CSV of runs and print the parameters.
+
+    scalelab fit chinchilla runs.csv [--n-col N] [--d-col D] [--loss-col loss]
+                                     [--bootstrap K] [--seed S] [--flops C ...] [--json]
+    scalelab fit power runs.csv --x N --y loss [--bootstrap K] [--seed S] [--json]
+
+With --json, one JSON object is printed (other tools parse it): the parameters, `n_points`, and
+with --bootstrap a `ci` object of 95% percentile intervals, e.g. {"alpha": [lo, hi], ...}.
+Problems with the file raise `UserError`, which the main CLI prints and exits 2 on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from scalelab.errors import UserError
+from scalelab.laws.bootstrap import (
+    BootstrapResult,
+    bootstrap_chinchilla,
+    bootstrap_power_law,
+    chinchilla_quantities,
+)
+from scalelab.laws.chinchilla import check_chinchilla_data, fit_chinchilla
+from scalelab.laws.power import check_power_data, fit_power_law
+
+fit_app = typer.Typer(help="Fit scaling laws (Chinchilla Approach 3, power laws) to a CSV of runs.",
+                      no_args_is_help=True)
+
+FIRST_DATA_LINE = 2  # line 1 of the CSV is the header
+
+
+def read_runs(path: Path) -> pd.DataFrame:
+    """The CSV as a DataFrame, or a UserError saying why it cannot be read."""
+    if not path.exists():
+        raise UserError(f"file {path} does not exist; pass the path of a CSV with one row per run")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; pass the path of a CSV file with one row per run")
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise UserError(f"{path} is empty; it needs a header line and one row per run") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a readable CSV ({exc}); check the delimiter and quoting") from exc
+    return frame
+
+
+def find_column(frame: pd.DataFrame, name: str, option: str, path: Path) -> str:
+    """The column called `name`, matched exactly or else case-insensitively."""
+    if name in frame.columns:
+        return name
+    matches = [c for c in frame.columns if str(c).strip().lower() == name.strip().lower()]
+    if len(matches) == 1:
+        return str(matches[0])
+    available = ", ".join(repr(str(c)) for c in frame.columns)
+    raise UserError(f"{path} has no column {name!r} (columns: {available}); "
+                    f"name the right one with {option} COLUMN")
+
+
+def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """The column as floats, or a UserError naming the lines whose values are not numbers."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna()
+    if bad.any():
+        lines = ", ".join(str(i + FIRST_DATA_LINE) for i in np.flatnonzero(bad.to_numpy())[:5])
+        raise UserError(f"column {column!r} of {path} has values that are not numbers (e.g. "
+                        f"{raw[bad].iloc[0]!r} on line {lines}); fix or remove those rows")
+    return values.to_numpy(dtype=float)
+
+
+def _bootstrap_progress(run: object, quiet: bool, n_boot: int) -> BootstrapResult:
+    """Call `run(progress)` with a rich progress bar on stderr unless `quiet`."""
+    if quiet:
+        return run(None)  # type: ignore[operator]
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("bootstrap refits", total=n_boot)
+        return run(lambda done, total: bar.update(task, completed=done))  # type: ignore[operator]
+
+
+def _clean(value: object) -> object:
+    """JSON-safe: NumPy scalars to floats, NaN and infinities to null."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _print_table(title: str, result: dict[str, object], keys: list[str]) -> None:
+    ci: dict[str, list[float]] = result.get("ci", {})  # type: ignore[assignment]
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("estimate", justify="right")
+    if ci:
+        table.add_column("95% interval", justify="right")
+    for key in keys + [k for k in ci if k not in keys]:
+        row = [key, _fmt(result.get(key))]
+        if ci:
+            row.append(f"[{_fmt(ci[key][0])}, {_fmt(ci[key][1])}]" if key in ci else "")
+        table.add_row(*row)
+    Console().print(table)
+    Console().print(f"{result['n_points']} points; summed Huber loss {_fmt(result['objective'])}")
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@fit_app.command("chinchilla")
+def chinchilla_command(
+    csv: Path = typer.Argument(..., help="CSV with one row per run: parameters, tokens and final loss."),
+    n_col: str = typer.Option("N", "--n-col", help="Column with parameter counts N."),
+    d_col: str = typer.Option("D", "--d-col", help="Column with training tokens D."),
+    loss_col: str = typer.Option("loss", "--loss-col", help="Column with final losses."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
+    flops: list[float] = typer.Option([], "--flops", help="Budgets C for N_opt, D_opt, tokens/param."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Fit L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Approach 3, Hoffmann et al. 2022)."""
+    frame = read_runs(csv)
+    cols = [find_column(frame, n_col, "--n-col", csv), find_column(frame, d_col, "--d-col", csv),
+            find_column(frame, loss_col, "--loss-col", csv)]
+    n, d, y = check_chinchilla_data(*(numeric_column(frame, c, csv) for c in cols),
+                                    names=tuple(f"column {c!r}" for c in cols),  # type: ignore[arg-type]
+                                    first_line=FIRST_DATA_LINE)
+    fit = fit_chinchilla(n, d, y)
+    result: dict[str, object] = {"law": "chinchilla", **fit.to_dict()}
+    derived = chinchilla_quantities(fit.theta, flops)
+    result.update({k: float(v[0]) for k, v in derived.items() if k not in result})
+    if bootstrap > 0:
+        boot = _bootstrap_progress(
+            lambda progress: bootstrap_chinchilla(n, d, y, n_boot=bootstrap, seed=seed, fit=fit,
+                                                  flops=flops, progress=progress),
+            as_json, bootstrap)
+        result.update(ci={k: list(v) for k, v in boot.ci.items()}, n_boot=bootstrap, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(_clean(result)))
+        return
+    _print_table(f"Chinchilla fit of {csv.name}", result,
+                 ["E", "A", "B", "alpha", "beta", "a", "b", "G"]
+                 + [k for k in result if "@" in k])
+
+
+@fit_app.command("power")
+def power_command(
+    csv: Path = typer.Argument(..., help="CSV with one row per run."),
+    x: str = typer.Option(..., "--x", help="Column with the scale variable (N, D or C)."),
+    y: str = typer.Option(..., "--y", help="Column with the loss."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Fit L(x) = E + A x^(-alpha) (Kaplan et al. 2020 with an irreducible term)."""
+    frame = read_runs(csv)
+    cols = [find_column(frame, x, "--x", csv), find_column(frame, y, "--y", csv)]
+    xa, ya = check_power_data(*(numeric_column(frame, c, csv) for c in cols),
+                              names=tuple(f"column {c!r}" for c in cols),  # type: ignore[arg-type]
+                              first_line=FIRST_DATA_LINE)
+    fit = fit_power_law(xa, ya)
+    result: dict[str, object] = {"law": "power", "x": cols[0], "y": cols[1], **fit.to_dict()}
+    if bootstrap > 0:
+        boot = _bootstrap_progress(
+            lambda progress: bootstrap_power_law(xa, ya, n_boot=bootstrap, seed=seed, fit=fit,
+                                                 progress=progress),
+            as_json, bootstrap)
+        result.update(ci={k: list(v) for k, v in boot.ci.items()}, n_boot=bootstrap, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(_clean(result)))
+        return
+    _print_table(f"Power-law fit of {csv.name}: {cols[1]} vs {cols[0]}", result, ["E", "A", "alpha"])
