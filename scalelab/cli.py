@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from scalelab.cli_common import DEFAULT_WORKDIR
+from scalelab.cli_fit import fit_app
 from scalelab.cli_pm import eval_app, pm_app
 from scalelab.cli_probe import probe_app
 from scalelab.cli_study import study_app
+from scalelab.cli_sweep import report_cmd, sweep_cmd
 from scalelab.errors import RunDiverged, UserError
 
 app = typer.Typer(
@@ -26,6 +28,9 @@ app.add_typer(study_app, name="study")
 app.add_typer(pm_app, name="pm")
 app.add_typer(eval_app, name="eval")
 app.add_typer(probe_app, name="probe")
+app.command("sweep")(sweep_cmd)
+app.add_typer(fit_app, name="fit")
+app.command("report")(report_cmd)
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 

@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress as ProgressBar
 from rich.table import Table
 
 from scalelab.errors import UserError
 from scalelab.laws.bootstrap import (
     BootstrapResult,
+    Progress,
     bootstrap_chinchilla,
     bootstrap_power_law,
     chinchilla_quantities,
@@ -77,13 +79,14 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     return values.to_numpy(dtype=float)
 
 
-def _bootstrap_progress(run: object, quiet: bool, n_boot: int) -> BootstrapResult:
+def _bootstrap_progress(run: Callable[[Progress | None], BootstrapResult], quiet: bool,
+                        n_boot: int) -> BootstrapResult:
     """Call `run(progress)` with a rich progress bar on stderr unless `quiet`."""
     if quiet:
-        return run(None)  # type: ignore[operator]
-    with Progress(console=Console(stderr=True), transient=True) as bar:
+        return run(None)
+    with ProgressBar(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("bootstrap refits", total=n_boot)
-        return run(lambda done, total: bar.update(task, completed=done))  # type: ignore[operator]
+        return run(lambda done, total: bar.update(task, completed=done))
 
 
 def _clean(value: object) -> object:

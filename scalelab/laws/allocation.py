@@ -100,10 +100,12 @@ def compute_optimal(law: ChinchillaParams, flops: np.ndarray | float) -> Allocat
     return Allocation(flops=c, params=n, tokens=d, tokens_per_param=d / n, loss=loss, a=a, b=b, G=g)
 
 
-def params_for_tokens(tokens: np.ndarray | float, A: float, B: float, alpha: float, beta: float) -> np.ndarray:
+def params_for_tokens(
+    tokens: np.ndarray | float, A: float, B: float, alpha: float, beta: float
+) -> np.ndarray:
     """The compute-optimal N for a given D: invert D_opt(C), N = G (D G)^(a/b).
 
-    Used for the "unique parameters" U_N of Muennighoff et al. 2023 (Section 3.1).
+    Used for the "unique parameters" U_N of Muennighoff et al. 2023 (Section 3).
     """
     a, b = allocation_exponents(alpha, beta)
     g = allocation_coefficient(A, B, alpha, beta)

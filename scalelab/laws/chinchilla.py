@@ -1,7 +1,8 @@
 """Chinchilla Approach 3: fit L(N, D) = E + A/N^alpha + B/D^beta to final losses.
 
-Hoffmann et al. 2022, Eq. 2 and Eq. 10 (Appendix D.2); fitting procedure as replicated by
-Besiroglu et al. 2024 ("Chinchilla scaling: a replication attempt", Section 2):
+Hoffmann et al. 2022, Eq. 2 (the law) and Eq. 3 (the Huber objective), in the log-sum-exp form of
+their Appendix D.2; fitting procedure as replicated by Besiroglu et al. 2024 ("Chinchilla scaling:
+a replication attempt"):
 
     minimise  sum_i Huber_delta( LSE(a - alpha log N_i, b - beta log D_i, e) - log L_i ),
     A = e^a, B = e^b, E = e^e, delta = 1e-3,
@@ -134,7 +135,7 @@ def chinchilla_objective(
     N: np.ndarray, D: np.ndarray, loss: np.ndarray, *, delta: float = HUBER_DELTA,
     weights: np.ndarray | None = None,
 ) -> LogSumExpHuber:
-    """The batched Huber/LSE objective of Eq. 10 over parameter rows (a, b, e, alpha, beta)."""
+    """The batched Huber/LSE objective of Hoffmann et al. 2022, Eq. 3, over parameter rows (a, b, e, alpha, beta)."""
     log_x = np.stack([np.log(N), np.log(D)])
     return LogSumExpHuber(log_x, np.log(loss), delta=delta, weights=weights)
 
@@ -150,7 +151,7 @@ def fit_chinchilla(
     n_survivors: int = 64,
     n_polish: int = 3,
 ) -> ChinchillaFit:
-    """Fit Chinchilla Approach 3 (Hoffmann et al. 2022, Eq. 10) by vectorised multi-start L-BFGS.
+    """Fit Chinchilla Approach 3 (Hoffmann et al. 2022, Eq. 3) by vectorised multi-start L-BFGS.
 
     Args:
         N: parameters per run; D: training tokens per run; loss: final loss per run (all > 0).

@@ -195,7 +195,7 @@ def lbfgsb_polish(
     """Run SciPy L-BFGS-B with the analytic gradient and tight tolerances from `x0`.
 
     The tolerances matter: SciPy's default ftol is relative to max(|f|, 1), and the summed Huber
-    loss is of order 1e-3, so the default stops far too early (Besiroglu et al. 2024, Section 3).
+    loss is of order 1e-3, so the default stops far too early (Besiroglu et al. 2024).
     """
     res = minimize(
         fun_single,

@@ -1,7 +1,7 @@
 """The robust log-space objective shared by the power-law and Chinchilla fits.
 
 Both laws are sums of power laws plus a constant, L = E + sum_k A_k x_k^(-s_k). Following
-Hoffmann et al. 2022 (Approach 3, Eq. 10) and Besiroglu et al. 2024 (Section 2), we write them in
+Hoffmann et al. 2022 (Approach 3: Eq. 3, Appendix D.2) and Besiroglu et al. 2024, we write them in
 log space as a log-sum-exp,
 
     log L_hat = LSE(c_1 - s_1 log x_1, ..., c_K - s_K log x_K, e),   A_k = e^{c_k}, E = e^e,
@@ -122,12 +122,12 @@ class LogSumExpHuber:
         r += m
         r -= self.log_y  # residual of log L_hat, (S, n)
         np.clip(r, -d, d, out=psi)  # Huber'(r)
-        w = self._row_weights(rows, s)
-        if w is not None:
-            psi *= w
         # Huber(r) = psi (r - psi/2) in both regimes; m is free again and holds r - psi/2.
         np.multiply(psi, 0.5, out=m)
         np.subtract(r, m, out=m)
+        w = self._row_weights(rows, s)
+        if w is not None:
+            psi *= w
         f = np.einsum("sn,sn->s", psi, m)
         grad = np.empty((s, self.n_params))
         psi_sum = psi.sum(axis=1)

@@ -16,7 +16,9 @@ def positive_finite(name: str, values: object, *, first_line: int | None = None)
     try:
         arr = np.asarray(values, dtype=float).reshape(-1)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{name} contains values that are not numbers ({exc}); fix or remove those rows") from exc
+        raise UserError(
+            f"{name} contains values that are not numbers ({exc}); fix or remove those rows"
+        ) from exc
     for bad, what in ((np.isnan(arr), "missing (NaN)"), (np.isinf(arr), "infinite")):
         if bad.any():
             raise UserError(f"{name} has {int(bad.sum())} {what} values ({_where(bad, first_line)}); "

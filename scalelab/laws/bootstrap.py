@@ -1,0 +1,202 @@
+"""Bootstrap confidence intervals for fitted scaling laws: resample the points, refit, take percentiles.
+
+Besiroglu et al. 2024 report percentile intervals from refits of bootstrap resamples
+of the 240 points (Efron & Tibshirani 1993, Ch. 13). With delta = 1e-3 the Huber objective is
+nearly L1 and flat along the E-A-alpha ridge, so a refit started only from the full-data optimum
+may not move; here every resample is refitted by a genuine multi-start. Each resample is a vector
+of integer point weights (how often each point was drawn), so all resamples x starts are
+optimised together by one batched BFGS (`multistart.BatchBFGS`), started from the grid
+initialisations that did best on the full data; after a few iterations the best two starts of
+each resample continue to convergence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scalelab.laws.allocation import FLOPS_PER_PARAM_TOKEN
+from scalelab.laws.chinchilla import ChinchillaFit, check_chinchilla_data, fit_chinchilla
+from scalelab.laws.multistart import BatchBFGS
+from scalelab.laws.objective import HUBER_DELTA, LogSumExpHuber
+from scalelab.laws.power import PowerLawFit, check_power_data, fit_power_law
+
+Progress = Callable[[int, int], None]
+"""Called as progress(done, total) after each chunk of resamples."""
+
+
+@dataclass
+class BootstrapResult:
+    """Point estimates, bootstrap samples and percentile intervals per quantity.
+
+    Attributes:
+        point: estimate on the full data, per quantity.
+        samples: (n_boot,) refit values per quantity.
+        ci: (lo, hi) percentile interval per quantity at `level`.
+        level: coverage of the intervals (0.95: the 2.5th and 97.5th percentiles).
+        n_boot: number of resamples; seed: the seed that drew them.
+    """
+
+    point: dict[str, float]
+    samples: dict[str, np.ndarray]
+    ci: dict[str, tuple[float, float]]
+    level: float
+    n_boot: int
+    seed: int
+
+    def to_dict(self) -> dict[str, object]:
+        """Point estimates and intervals as plain floats and lists (no samples), for JSON."""
+        return {"point": dict(self.point), "ci": {k: list(v) for k, v in self.ci.items()},
+                "level": self.level, "n_boot": self.n_boot, "seed": self.seed}
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Equal-tailed percentile interval of the finite samples (Efron & Tibshirani 1993, Ch. 13)."""
+    finite = np.asarray(samples, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (float("nan"), float("nan"))
+    tail = 50.0 * (1.0 - level)
+    lo, hi = np.percentile(finite, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def resample_weights(n_points: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_points) draw counts: each row is n_points draws with replacement."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=n_boot).astype(float)
+
+
+def refit_weighted(
+    log_x: np.ndarray,
+    log_y: np.ndarray,
+    weights: np.ndarray,
+    starts: np.ndarray,
+    *,
+    delta: float = HUBER_DELTA,
+    screen_iter: int = 25,
+    keep_per_problem: int = 2,
+    max_iter: int = 3000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise the weighted Huber/LSE objective once per weight row, each from every start.
+
+    Returns (theta (R, P), objective (R,)), the best end point of each problem.
+    """
+    n_prob, n_start = weights.shape[0], starts.shape[0]
+    if n_prob == 0:
+        return np.empty((0, starts.shape[1])), np.empty(0)
+    obj = LogSumExpHuber(log_x, log_y, delta=delta, weights=weights)
+    rows = np.repeat(np.arange(n_prob), n_start)
+    opt = BatchBFGS(obj, np.tile(starts, (n_prob, 1)), rows)
+    if screen_iter > 0 and keep_per_problem < n_start:
+        opt.run(screen_iter)
+        f = np.where(np.isfinite(opt.f), opt.f, np.inf).reshape(n_prob, n_start)
+        best = np.argsort(f, axis=1, kind="stable")[:, :keep_per_problem]
+        opt.keep((best + n_start * np.arange(n_prob)[:, None]).ravel())
+    opt.run(max_iter)
+    f = np.where(np.isfinite(opt.f), opt.f, np.inf).reshape(n_prob, -1)
+    pick = np.argmin(f, axis=1)
+    theta = opt.x.reshape(n_prob, -1, starts.shape[1])[np.arange(n_prob), pick]
+    return theta, f[np.arange(n_prob), pick]
+
+
+def _refit_in_chunks(
+    log_x: np.ndarray, log_y: np.ndarray, weights: np.ndarray, starts: np.ndarray, delta: float,
+    chunk: int, progress: Progress | None,
+) -> np.ndarray:
+    thetas = []
+    for lo in range(0, len(weights), chunk):
+        theta, _ = refit_weighted(log_x, log_y, weights[lo : lo + chunk], starts, delta=delta)
+        thetas.append(theta)
+        if progress is not None:
+            progress(min(lo + chunk, len(weights)), len(weights))
+    return np.concatenate(thetas) if thetas else np.empty((0, starts.shape[1]))
+
+
+def _summarise(point: dict[str, float], samples: dict[str, np.ndarray], level: float, n_boot: int,
+               seed: int) -> BootstrapResult:
+    ci = {k: percentile_interval(v, level) for k, v in samples.items()}
+    return BootstrapResult(point=point, samples=samples, ci=ci, level=level, n_boot=n_boot, seed=seed)
+
+
+def chinchilla_quantities(theta: np.ndarray, flops: Sequence[float] = ()) -> dict[str, np.ndarray]:
+    """Parameters and derived quantities for rows (a, b, e, alpha, beta) (Hoffmann et al. 2022, Eq. 4).
+
+    Keys: E, A, B, alpha, beta, a, b, G, and for each budget C: N_opt@C, D_opt@C, tokens_per_param@C.
+    """
+    theta = np.atleast_2d(theta)
+    A, B, E = np.exp(theta[:, 0]), np.exp(theta[:, 1]), np.exp(theta[:, 2])
+    alpha, beta = theta[:, 3], theta[:, 4]
+    with np.errstate(all="ignore"):  # a resample can land on alpha or beta <= 0: NaN, not a crash
+        a, b = beta / (alpha + beta), alpha / (alpha + beta)
+        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+        out = {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta, "a": a, "b": b, "G": G}
+        for c in flops:
+            n_opt = G * (c / FLOPS_PER_PARAM_TOKEN) ** a
+            d_opt = (c / FLOPS_PER_PARAM_TOKEN) ** b / G
+            out[f"N_opt@{c:.3g}"] = n_opt
+            out[f"D_opt@{c:.3g}"] = d_opt
+            out[f"tokens_per_param@{c:.3g}"] = d_opt / n_opt
+    return out
+
+
+def bootstrap_chinchilla(
+    N: np.ndarray,
+    D: np.ndarray,
+    loss: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    fit: ChinchillaFit | None = None,
+    n_starts: int = 8,
+    flops: Sequence[float] = (),
+    level: float = 0.95,
+    delta: float = HUBER_DELTA,
+    chunk: int = 250,
+    progress: Progress | None = None,
+) -> BootstrapResult:
+    """Percentile intervals for E, A, B, alpha, beta, a, b, G and allocations at budgets `flops`.
+
+    Each of `n_boot` resamples (points drawn with replacement, seeded) is refitted from the
+    `n_starts` grid initialisations that ended lowest on the full data (`fit.best_starts`;
+    `fit_chinchilla` is run first if `fit` is None), as Besiroglu et al. 2024 do.
+    """
+    n, d, y = check_chinchilla_data(N, D, loss)
+    if fit is None:
+        fit = fit_chinchilla(n, d, y, delta=delta)
+    starts = fit.best_starts[:n_starts] if len(fit.best_starts) else fit.theta[None]
+    weights = resample_weights(len(y), n_boot, seed)
+    log_x = np.stack([np.log(n), np.log(d)])
+    theta = _refit_in_chunks(log_x, np.log(y), weights, starts, delta, chunk, progress)
+    point = {k: float(v[0]) for k, v in chinchilla_quantities(fit.theta, flops).items()}
+    return _summarise(point, chinchilla_quantities(theta, flops), level, n_boot, seed)
+
+
+def bootstrap_power_law(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    fit: PowerLawFit | None = None,
+    n_starts: int = 8,
+    level: float = 0.95,
+    delta: float = HUBER_DELTA,
+    chunk: int = 500,
+    progress: Progress | None = None,
+) -> BootstrapResult:
+    """Percentile intervals for E, A and alpha of L(x) = E + A x^(-alpha) by resample-and-refit."""
+    xa, ya = check_power_data(x, y)
+    if fit is None:
+        fit = fit_power_law(xa, ya, delta=delta)
+    x_ref = fit.x_ref
+    theta_fit = np.array([np.log(fit.A) - fit.alpha * np.log(x_ref), np.log(fit.E), fit.alpha])
+    starts = fit.best_starts[:n_starts] if len(fit.best_starts) else theta_fit[None]
+    weights = resample_weights(len(ya), n_boot, seed)
+    theta = _refit_in_chunks(np.log(xa / x_ref)[None], np.log(ya), weights, starts, delta, chunk, progress)
+    samples = {"E": np.exp(theta[:, 1]), "A": np.exp(theta[:, 0] + theta[:, 2] * np.log(x_ref)),
+               "alpha": theta[:, 2]}
+    point = {"E": fit.E, "A": fit.A, "alpha": fit.alpha}
+    return _summarise(point, samples, level, n_boot, seed)
