@@ -30,6 +30,7 @@ from scalelab.train import distributed as dd
 from scalelab.train.checkpoint import latest_checkpoint, rng_state, save_checkpoint, set_rng_state
 from scalelab.train.optim import build_optimizers, set_lr
 from scalelab.train.progress import TrainProgress
+from scalelab.train.record import FileRecorder, StoreRecorder
 from scalelab.train.resume import check_resumable
 from scalelab.train.schedule import lr_factor
 
@@ -93,12 +94,17 @@ def train(
     progress: bool = True,
     extra_evals=None,
     stop_after: int | None = None,
+    run_id: str | None = None,
+    record: str = "store",
 ) -> dict:
     """Train one run and return its summary (also stored in the run store).
 
     `resume` names a run (id, id prefix or name) to continue from its latest checkpoint.
     `extra_evals` is a list of callables (model, step) -> {name: value}, logged at each eval.
     `stop_after` stops (as an interruption) after that many steps: for tests of resumption.
+    `run_id` + `record="files"` is the sweep-worker mode: the driver created the run, the worker
+    writes its record into files in the run folder (resuming from a checkpoint there if any), and
+    the driver ingests them, so that only the driver writes the store.
     """
     workdir = Path(workdir)
     tc = cfg.train
@@ -110,13 +116,16 @@ def train(
     if tc.threads:
         torch.set_num_threads(tc.threads)
     try:
-        return _Run(cfg, workdir, device, d, resume, group, target_val_loss, progress, extra_evals, stop_after).go()
+        run = _Run(cfg, workdir, device, d, resume, group, target_val_loss, progress, extra_evals, stop_after,
+                   run_id, record)  # fmt: skip
+        return run.go()
     finally:
         dd.teardown(d)
 
 
 class _Run:
-    def __init__(self, cfg, workdir, device, d, resume, group, target, progress, extra_evals, stop_after):
+    def __init__(self, cfg, workdir, device, d, resume, group, target, progress, extra_evals, stop_after,
+                 given_id=None, record="store"):  # fmt: skip
         self.cfg, self.tc, self.workdir, self.device, self.d = cfg, cfg.train, workdir, device, d
         self.target, self.extra_evals, self.stop_after = target, extra_evals or [], stop_after
         # tokens: rank 0 first, so that other ranks read the cache
@@ -127,19 +136,21 @@ class _Run:
             if not d.main:
                 self.shards = prepare_shards(cfg.data, workdir / "cache", progress=False)
         self.gpt_cfg = resolve(cfg.model, self.shards.vocab_size)
-        self.store = RunStore.in_workdir(workdir) if d.main else None
-        run_id, prior = None, None
-        if d.main:
-            run_id, prior = self._open_run(resume, group)
+        self.store = RunStore.in_workdir(workdir) if d.main and record == "store" else None
+        run_id = given_id
+        if d.main and given_id is None:
+            run_id = self._open_run(resume, group)
         self.run_id = dd.broadcast(run_id, d)
         self.run_dir = workdir / "runs" / self.run_id
         self.ckpt_dir = self.run_dir / "ckpt"
-        self.resume_from = latest_checkpoint(self.ckpt_dir) if resume else None
+        self.resume_from = latest_checkpoint(self.ckpt_dir) if (resume or given_id) else None
+        self.rec = None
+        if d.main:
+            self.rec = StoreRecorder(self.store, self.run_id) if record == "store" else FileRecorder(self.run_dir)
         self.progress = TrainProgress(enabled=progress and d.main)
-        self.prior = prior
 
     # ------------------------------------------------------------------ run record
-    def _open_run(self, resume: str | None, group: str | None) -> tuple[str, dict | None]:
+    def _open_run(self, resume: str | None, group: str | None) -> str:
         store, cfg = self.store, self.cfg
         if resume:
             prior = store.get_run(resume)
@@ -148,14 +159,14 @@ class _Run:
             check_resumable(prior["config"], cfg, self.gpt_cfg)
             if prior["status"] == "completed" and (cfg.train.iters or 0) <= prior["summary"].get("iters", 0):
                 raise UserError(f"run {prior['id']} already completed; raise train.iters to train it further")
-            return prior["id"], prior
+            return prior["id"]
         counts = _counts(self.gpt_cfg)
         run_id = store.create_run(
             cfg.name, cfg.to_dict(), cfg.config_hash(), group=group, world_size=self.d.world,
             params=counts["params"], params_nonembed=counts["params_nonembed"],
             flops_per_token=self._flops_per_token(counts),
         )  # fmt: skip
-        return run_id, None
+        return run_id
 
     def _flops_per_token(self, counts: dict) -> int:
         g = self.gpt_cfg
@@ -187,9 +198,11 @@ class _Run:
         if d.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-            self.store.update_run(self.run_id, status="running", started_at=time.time(), error=None)
+            self.rec.update(status="running", started_at=time.time(), error=None)
             if self.resume_from is not None:
-                self.store.truncate_metrics(self.run_id, state["step"])
+                self.rec.truncate(state["step"])
+            else:
+                self.rec.truncate(-1)
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16() else nullcontext()
         fwd = dd.apply_ddp(dd.apply_compile(model, tc.compile), d, device)
         rows: list = []
@@ -219,7 +232,7 @@ class _Run:
 
         def flush():
             if d.main and rows:
-                self.store.log_metrics(self.run_id, rows)
+                self.rec.log(rows)
             rows.clear()
 
         step = state["step"]
@@ -335,8 +348,8 @@ class _Run:
             "world_size": self.d.world, "run_dir": str(self.run_dir),
         }  # fmt: skip
         if self.d.main:
-            self.store.update_run(
-                self.run_id, status=status, error=error, finished_at=time.time(), tokens=state["tokens"],
+            self.rec.update(
+                status=status, error=error, finished_at=time.time(), tokens=state["tokens"],
                 flops=state["tokens"] * fpt, final_train_loss=state["last_train_est"],
                 final_val_loss=state["last_val"], summary=summary,
             )  # fmt: skip

@@ -1,0 +1,180 @@
+"""Sweep specs and plans: a base config, grid axes over any config key, and a way to choose budgets.
+
+A spec in TOML:
+
+    name = "scaling"
+    [base]                      # any run config (data / model / train sections)
+    model.recipe = "modern"
+    [grid]                      # axes: config key -> values; the plan is their product
+    "model.size" = ["3xs", "2xs", "xs", "s"]
+    "train.seed" = [0, 1]
+    [budget]
+    mode = "tokens_per_param"   # "fixed" (the base's iters/tokens), "tokens_per_param" or "isoflop"
+    tokens_per_param = 20       # D = ratio * N
+    flops = [1e13, 3e13]        # isoflop: D = C / (FLOPs per token) for every size, at each C
+    [analysis]
+    fit_params = "nonembed"     # which N the laws use: "nonembed" (Kaplan) or "total"
+    forecast_holdout = 1        # the largest sizes held out to test the forecast
+
+`plan(spec, workdir)` turns it into one `PlannedRun` per grid point (and compute budget), each
+with its parameter count, tokens and FLOPs, C = (6N + 12 L H Q T) D.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from scalelab.config import RunConfig, _Strict, apply_overrides, build_config, read_toml
+from scalelab.errors import UserError
+
+
+class BudgetSpec(_Strict):
+    mode: Literal["fixed", "tokens_per_param", "isoflop"] = "fixed"
+    tokens_per_param: float = 20.0
+    params: Literal["nonembed", "total"] = "total"
+    """Which parameter count `tokens_per_param` multiplies."""
+    flops: list[float] = Field(default_factory=list)
+    """Compute budgets for 'isoflop'."""
+    min_iters: int = 20
+    """Runs whose budget gives fewer optimizer steps are dropped from the plan (said in the plan)."""
+
+
+class AnalysisSpec(_Strict):
+    fit_params: Literal["nonembed", "total"] = "nonembed"
+    forecast_holdout: int = 1
+    bootstrap: int = 200
+
+
+class SweepSpec(_Strict):
+    name: str = "sweep"
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    budget: BudgetSpec = BudgetSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
+    evals_per_run: int = 8
+    """Evaluations spread over each run (sets train.eval_every), for loss-vs-tokens curves."""
+    warmup_fraction: float | None = 0.05
+    """If set, train.warmup_iters = this fraction of each run's steps (budgets differ per run)."""
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    cfg: RunConfig
+    axes: dict[str, Any]
+    params: int
+    params_nonembed: int
+    flops_per_token: int
+    tokens: int
+    iters: int
+    flops: float = field(init=False)
+
+    def __post_init__(self):
+        self.flops = float(self.flops_per_token) * self.tokens
+
+    @property
+    def config_hash(self) -> str:
+        return self.cfg.config_hash()
+
+
+def load_spec(path: str | Path | None, overrides: list[str] | None = None, raw: dict | None = None) -> SweepSpec:
+    data = dict(raw or {}) if path is None else read_toml(path)
+    apply_overrides(data, overrides)
+    spec = build_config(data, origin=str(path or "spec"), cls=SweepSpec)
+    build_config(dict(spec.base), origin=f"{path or 'spec'} [base]")  # the base alone must be a valid config
+    return spec
+
+
+def _axis_label(key: str, value: Any) -> str:
+    short = key.rsplit(".", 1)[-1]
+    return f"{short}={value:g}" if isinstance(value, float) else f"{short}={value}"
+
+
+def _set_key(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def _counts(cfg: RunConfig, vocab_size: int) -> tuple[int, int, int]:
+    """(params, params_nonembed, FLOPs per token) without allocating the model."""
+    import torch
+
+    from scalelab.flops import flops_per_token
+    from scalelab.model.gpt import GPT
+    from scalelab.model.sizes import resolve
+
+    g = resolve(cfg.model, vocab_size)
+    with torch.device("meta"):
+        c = GPT(g).param_counts()
+    return c["params"], c["params_nonembed"], flops_per_token(c["params_flops"], g.n_layer, g.n_head, g.head_dim,
+                                                              g.block_size)  # fmt: skip
+
+
+def _vocab_size(cfg: RunConfig, workdir: Path, cache: dict) -> int:
+    if cfg.data.tokenizer == "byte":
+        return 257
+    key = cfg.data.model_dump_json()
+    if key not in cache:
+        from scalelab.data.shards import prepare_shards
+
+        cache[key] = prepare_shards(cfg.data, Path(workdir) / "cache", progress=False).vocab_size
+    return cache[key]
+
+
+def plan(spec: SweepSpec, workdir: str | Path) -> tuple[list[PlannedRun], list[str]]:
+    """The runs of a spec, and notes on anything dropped or adjusted."""
+    keys = list(spec.grid)
+    points = list(itertools.product(*(spec.grid[k] for k in keys))) if keys else [()]
+    budgets: list[float | None] = list(spec.budget.flops) if spec.budget.mode == "isoflop" else [None]
+    if spec.budget.mode == "isoflop" and not budgets:
+        raise UserError("budget.mode = 'isoflop' needs budget.flops = [C1, C2, ...]")
+    runs, notes, vocab_cache = [], [], {}
+    for values in points:
+        for flops in budgets:
+            raw = _deepcopy(spec.base)
+            for k, v in zip(keys, values):
+                _set_key(raw, k, v)
+            labels = [_axis_label(k, v) for k, v in zip(keys, values)]
+            if flops is not None:
+                labels.append(f"C={flops:.2g}")
+            name = "-".join([spec.name, *labels]) if labels else spec.name
+            raw["name"] = name
+            cfg = build_config(raw, origin=f"sweep point {name}")
+            params, nonembed, fpt = _counts(cfg, _vocab_size(cfg, Path(workdir), vocab_cache))
+            tokens_per_step = cfg.train.batch_size * cfg.model.block_size * cfg.train.grad_accum
+            if spec.budget.mode == "fixed":
+                iters = cfg.train.iters or math.ceil(cfg.train.tokens / tokens_per_step)
+            else:
+                n = nonembed if spec.budget.params == "nonembed" else params
+                tokens = spec.budget.tokens_per_param * n if flops is None else flops / fpt
+                iters = max(1, round(tokens / tokens_per_step))
+                if iters < spec.budget.min_iters:
+                    notes.append(f"dropped {name}: {iters} steps < budget.min_iters={spec.budget.min_iters}")
+                    continue
+            _set_key(raw, "train.iters", iters)
+            _set_key(raw, "train.tokens", None)
+            if spec.evals_per_run:
+                every = max(1, iters // spec.evals_per_run)
+                _set_key(raw, "train.eval_every", every)
+                _set_key(raw, "train.ckpt_every", max(every, iters // 4))
+            if spec.warmup_fraction is not None:
+                _set_key(raw, "train.warmup_iters", max(1, int(spec.warmup_fraction * iters)))
+            cfg = build_config(raw, origin=f"sweep point {name}")
+            runs.append(PlannedRun(name, cfg, dict(zip(keys, values)) | ({"flops": flops} if flops else {}),
+                                   params, nonembed, fpt, iters * tokens_per_step, iters))  # fmt: skip
+    if not runs:
+        raise UserError(f"the sweep {spec.name!r} plans no runs; " + ("; ".join(notes) or "add grid values"))
+    return runs, notes
+
+
+def _deepcopy(d: dict) -> dict:
+    return {k: _deepcopy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v) for k, v in d.items()}
