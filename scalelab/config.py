@@ -50,6 +50,12 @@ class DataConfig(_Strict):
     """Keep only the first N documents (sorted by id): for quick experiments."""
     cache_dir: str | None = None
     """Where token shards are cached; default: <workdir>/cache."""
+    repeat_fraction: float = 0.0
+    """Share f of the training tokens drawn from a small repeated subset (Hernandez et al. 2022); 0: none."""
+    repeat_epochs: int = 1
+    """Times R the subset is seen; it holds f * D / R tokens of a D-token run."""
+    repeat_unit: Literal["chunk", "document"] = "chunk"
+    """The repeated subset is made of fixed-length chunks or of whole documents."""
 
 
 class ModelConfig(_Strict):

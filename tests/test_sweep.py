@@ -125,3 +125,18 @@ def test_ray_executor_local_instance(tmp_path):
     assert res["completed"] == 2 and res["failed"] == 0
     runs = RunStore.in_workdir(tmp_path).find_runs(group="t")
     assert all(r["final_val_loss"] is not None for r in runs)
+
+
+def test_points_and_probes(tmp_path):
+    spec = _spec(grid={"model.size": ["L1"]}, probes=True,
+                 points=[{"data.repeat_fraction": 0.0}, {"data.repeat_fraction": 0.5, "data.repeat_epochs": 4}],
+                 budget={"mode": "fixed"}, base=BASE | {"train": BASE["train"] | {"iters": 12}})
+    runs, _ = plan(spec, tmp_path)
+    assert [r.name for r in runs] == ["t-size=L1-repeat_fraction=0", "t-size=L1-repeat_fraction=0.5-repeat_epochs=4"]
+    res = run_sweep(spec, tmp_path)
+    assert res["completed"] == 2
+    store = RunStore.in_workdir(tmp_path)
+    m = store.metrics_df([r["id"] for r in store.find_runs(group="t")])
+    names = set(m[m.split == "eval"].name)
+    assert {"induction_max", "copy_loss_first", "copy_loss_later", "icl_score"} <= names
+    assert set(m[m.split == "repeated"].run_id) == {r["id"] for r in store.find_runs(group="t") if "0.5" in r["name"]}

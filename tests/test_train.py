@@ -103,3 +103,17 @@ def test_muon_and_modern_recipe_train(tiny_cfg, tmp_path):
     s = train(cfg, tmp_path, progress=False)
     assert s["status"] == "completed" and s["final_val_loss"] < math.log(257) - 1.0
     assert s["tokens"] == 30 * 2 * 8 * 32
+
+
+def test_repetition_mixer_in_the_loop(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(data__repeat_fraction="0.8", data__repeat_epochs="50", data__max_documents="200",
+                   train__iters="150", train__eval_every="50", model__n_embd="64", model__n_layer="2",
+                   train__lr="3e-3")
+    s = train(cfg, tmp_path, progress=False)
+    acc = s["repetition"]
+    assert acc["total_tokens"] == s["tokens"] and acc["repeats"] == 50
+    assert acc["repeated_tokens"] == 50 * acc["subset_tokens"]
+    rep = _curve(tmp_path, s["run_id"], split="repeated")
+    val = _curve(tmp_path, s["run_id"], split="val")
+    assert sorted(rep) == sorted(val) == [50, 100, 150]
+    assert rep[150] < val[150] - 0.2  # the repeated subset is memorised faster than held-out text

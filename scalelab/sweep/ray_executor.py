@@ -14,7 +14,7 @@ from scalelab.errors import UserError
 
 
 def run_ray(tasks, workdir: Path, workers: int, address: str | None, gpus_per_run: float,
-            threads: int) -> Iterator[tuple]:  # fmt: skip
+            threads: int, probes: bool = False) -> Iterator[tuple]:  # fmt: skip
     try:
         import ray
     except ImportError:
@@ -31,8 +31,8 @@ def run_ray(tasks, workdir: Path, workers: int, address: str | None, gpus_per_ru
             started_here = True
     try:
         remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(train_worker)
-        pending = {remote.remote(t.planned.cfg.to_dict(), str(Path(workdir).resolve()), t.run_id, threads): t
-                   for t in tasks}  # fmt: skip
+        root = str(Path(workdir).resolve())
+        pending = {remote.remote(t.planned.cfg.to_dict(), root, t.run_id, threads, probes): t for t in tasks}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             task = pending.pop(ready[0])

@@ -32,7 +32,18 @@ class Task:
     action: str  # "new" | "resume" | "retry"
 
 
-def train_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | None) -> dict:
+def _probe_evals(cfg, workdir: Path) -> list:
+    """The mechanism probes as an evaluation callback of the training loop."""
+    from scalelab.data.batches import eval_windows
+    from scalelab.data.shards import prepare_shards
+    from scalelab.evals.probes import make_probe_eval
+
+    shards = prepare_shards(cfg.data, workdir / "cache", progress=False)
+    heldout = eval_windows(shards.tokens("val"), cfg.model.block_size, 8, 1, cfg.train.seed)[0]
+    return [make_probe_eval(shards.tokenizer, heldout=heldout, seed=cfg.train.seed)]
+
+
+def train_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | None, probes: bool = False) -> dict:
     """Train one run in a worker (process or Ray task); never raises."""
     try:
         import torch
@@ -43,7 +54,8 @@ def train_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | None)
         if threads:
             torch.set_num_threads(threads)
         cfg = RunConfig.model_validate(cfg_dict)
-        return train(cfg, Path(workdir), run_id=run_id, record="files", progress=False)
+        extra = _probe_evals(cfg, Path(workdir)) if probes else None
+        return train(cfg, Path(workdir), run_id=run_id, record="files", progress=False, extra_evals=extra)
     except BaseException as e:  # a failed run must not take the sweep down
         return {"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc(limit=6)}  # fmt: skip
@@ -108,14 +120,14 @@ def run_sweep(
     if executor == "ray":
         from scalelab.sweep.ray_executor import run_ray
 
-        for task, result in run_ray(tasks, workdir, workers, address, gpus_per_run, threads):
+        for task, result in run_ray(tasks, workdir, workers, address, gpus_per_run, threads, spec.probes):
             results[task.run_id] = _report(console, task, _record(store, workdir, task, result), result)
     elif executor == "local" and workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(train_worker, t.planned.cfg.to_dict(), str(workdir), t.run_id, threads): t
+            futs = {pool.submit(train_worker, t.planned.cfg.to_dict(), str(workdir), t.run_id, threads, spec.probes): t
                     for t in tasks}  # fmt: skip
             for fut in as_completed(futs):
                 task = futs[fut]
@@ -124,7 +136,7 @@ def run_sweep(
                 interrupted |= result.get("status") == "interrupted"
     elif executor == "local":
         for task in tasks:
-            result = train_worker(task.planned.cfg.to_dict(), str(workdir), task.run_id, None)
+            result = train_worker(task.planned.cfg.to_dict(), str(workdir), task.run_id, None, spec.probes)
             results[task.run_id] = _report(console, task, _record(store, workdir, task, result), result)
             if result.get("status") == "interrupted":
                 interrupted = True

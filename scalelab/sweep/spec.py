@@ -55,6 +55,11 @@ class SweepSpec(_Strict):
     name: str = "sweep"
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    points: list[dict[str, Any]] = Field(default_factory=list)
+    """Explicit points (config key -> value), crossed with the grid: for designs that are no product,
+    such as a baseline plus treatments."""
+    probes: bool = False
+    """Run the mechanism probes (induction, copying, in-context learning) at every evaluation."""
     budget: BudgetSpec = BudgetSpec()
     analysis: AnalysisSpec = AnalysisSpec()
     evals_per_run: int = 8
@@ -132,18 +137,20 @@ def _vocab_size(cfg: RunConfig, workdir: Path, cache: dict) -> int:
 
 def plan(spec: SweepSpec, workdir: str | Path) -> tuple[list[PlannedRun], list[str]]:
     """The runs of a spec, and notes on anything dropped or adjusted."""
-    keys = list(spec.grid)
-    points = list(itertools.product(*(spec.grid[k] for k in keys))) if keys else [()]
+    grid_keys = list(spec.grid)
+    grid_points = list(itertools.product(*(spec.grid[k] for k in grid_keys))) if grid_keys else [()]
+    extra = spec.points or [{}]
+    combos = [dict(zip(grid_keys, g)) | e for g in grid_points for e in extra]
     budgets: list[float | None] = list(spec.budget.flops) if spec.budget.mode == "isoflop" else [None]
     if spec.budget.mode == "isoflop" and not budgets:
         raise UserError("budget.mode = 'isoflop' needs budget.flops = [C1, C2, ...]")
     runs, notes, vocab_cache = [], [], {}
-    for values in points:
+    for combo in combos:
         for flops in budgets:
             raw = _deepcopy(spec.base)
-            for k, v in zip(keys, values):
+            for k, v in combo.items():
                 _set_key(raw, k, v)
-            labels = [_axis_label(k, v) for k, v in zip(keys, values)]
+            labels = [_axis_label(k, v) for k, v in combo.items()]
             if flops is not None:
                 labels.append(f"C={flops:.2g}")
             name = "-".join([spec.name, *labels]) if labels else spec.name
@@ -169,7 +176,7 @@ def plan(spec: SweepSpec, workdir: str | Path) -> tuple[list[PlannedRun], list[s
             if spec.warmup_fraction is not None:
                 _set_key(raw, "train.warmup_iters", max(1, int(spec.warmup_fraction * iters)))
             cfg = build_config(raw, origin=f"sweep point {name}")
-            runs.append(PlannedRun(name, cfg, dict(zip(keys, values)) | ({"flops": flops} if flops else {}),
+            runs.append(PlannedRun(name, cfg, dict(combo) | ({"flops": flops} if flops else {}),
                                    params, nonembed, fpt, iters * tokens_per_step, iters))  # fmt: skip
     if not runs:
         raise UserError(f"the sweep {spec.name!r} plans no runs; " + ("; ".join(notes) or "add grid values"))

@@ -148,6 +148,7 @@ class _Run:
         if d.main:
             self.rec = StoreRecorder(self.store, self.run_id) if record == "store" else FileRecorder(self.run_dir)
         self.progress = TrainProgress(enabled=progress and d.main)
+        self.accounting = None
 
     # ------------------------------------------------------------------ run record
     def _open_run(self, resume: str | None, group: str | None) -> str:
@@ -184,7 +185,18 @@ class _Run:
         tokens_per_step = B * T * tc.grad_accum * d.world
         iters = tc.iters if tc.iters is not None else math.ceil(tc.tokens / tokens_per_step)
         train_tokens = self.shards.tokens("train")
-        if tc.sampling == "sequential":
+        repeated_w = None
+        if cfg.data.repeat_fraction > 0:
+            from scalelab.data.repetition import RepetitionMixer
+
+            sampler = RepetitionMixer(
+                train_tokens, self.shards.doc_starts("train"), T, B, iters, cfg.data.repeat_fraction,
+                cfg.data.repeat_epochs, granularity=cfg.data.repeat_unit, seed=tc.seed, rank=d.rank,
+                world=d.world, grad_accum=tc.grad_accum,
+            )  # fmt: skip
+            repeated_w = sampler.repeated_eval_windows(tc.eval_batches, B, seed=tc.seed)
+            self.accounting = sampler.accounting()
+        elif tc.sampling == "sequential":
             sampler = SequentialEpochs(train_tokens, T, B, tc.seed, d.rank, d.world)
         else:
             sampler = RandomWindows(train_tokens, T, B, tc.seed, d.rank)
@@ -220,6 +232,8 @@ class _Run:
             state["last_val"], state["last_train_est"] = val, est
             log(step, "val", "loss", val)
             log(step, "train", "loss_est", est)
+            if repeated_w is not None:
+                log(step, "repeated", "loss", evaluate(model, repeated_w, device, ctx, d))
             for fn in self.extra_evals:
                 for name, value in fn(model, step).items():
                     log(step, "eval", name, value)
@@ -345,7 +359,7 @@ class _Run:
             "tokens_per_s": tps, "wall_s": state["elapsed"], "train_s": state["train_time"],
             "time_to_target_s": state["time_to_target"], "target_val_loss": self.target,
             "mfu": mfu(fpt, tps, peak * self.d.world if peak else None), "device": str(self.device),
-            "world_size": self.d.world, "run_dir": str(self.run_dir),
+            "world_size": self.d.world, "run_dir": str(self.run_dir), "repetition": self.accounting,
         }  # fmt: skip
         if self.d.main:
             self.rec.update(
