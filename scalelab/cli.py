@@ -118,16 +118,16 @@ def runs_cmd(
 
     if not (workdir / "scalelab.db").exists():
         raise UserError(f"no run store in {workdir}; train something first or pass --workdir")
-    df = RunStore.in_workdir(workdir).runs_df(group)
     cols = ["id", "name", "grp", "status", "params", "tokens", "flops", "final_train_loss", "final_val_loss"]
+    rows = RunStore.in_workdir(workdir).list_runs(cols, group)  # plain SQL: no pandas at start-up
     if json_out:
-        _print_json(json.loads(df[cols].to_json(orient="records")))
+        _print_json(rows)
         return
-    table = Table(title=f"{len(df)} runs in {workdir}")
+    table = Table(title=f"{len(rows)} runs in {workdir}")
     for c in cols:
         table.add_column(c, justify="right" if c not in ("id", "name", "grp", "status") else "left", no_wrap=c == "id")
-    for row in df[cols].itertuples(index=False):
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row])
+    for row in rows:
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row.values()])
     out.print(table)
 
 

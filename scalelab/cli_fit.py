@@ -15,24 +15,19 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import Progress as ProgressBar
 from rich.table import Table
 
 from scalelab.errors import UserError
-from scalelab.laws.bootstrap import (
-    BootstrapResult,
-    Progress,
-    bootstrap_chinchilla,
-    bootstrap_power_law,
-    chinchilla_quantities,
-)
-from scalelab.laws.chinchilla import check_chinchilla_data, fit_chinchilla
-from scalelab.laws.power import check_power_data, fit_power_law
+
+if TYPE_CHECKING:  # numpy, pandas and the laws load when a command runs, not at CLI start-up
+    import numpy as np
+    import pandas as pd
+
+    from scalelab.laws.bootstrap import BootstrapResult, Progress
 
 fit_app = typer.Typer(help="Fit scaling laws (Chinchilla Approach 3, power laws) to a CSV of runs.",
                       no_args_is_help=True)
@@ -41,6 +36,8 @@ FIRST_DATA_LINE = 2  # line 1 of the CSV is the header
 
 
 def read_runs(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     """The CSV as a DataFrame, or a UserError saying why it cannot be read."""
     if not path.exists():
         raise UserError(f"file {path} does not exist; pass the path of a CSV with one row per run")
@@ -68,6 +65,9 @@ def find_column(frame: pd.DataFrame, name: str, option: str, path: Path) -> str:
 
 
 def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    import numpy as np
+    import pandas as pd
+
     """The column as floats, or a UserError naming the lines whose values are not numbers."""
     raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce")
@@ -81,6 +81,8 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
 
 def _bootstrap_progress(run: Callable[[Progress | None], BootstrapResult], quiet: bool,
                         n_boot: int) -> BootstrapResult:
+    from rich.progress import Progress as ProgressBar
+
     """Call `run(progress)` with a rich progress bar on stderr unless `quiet`."""
     if quiet:
         return run(None)
@@ -90,6 +92,8 @@ def _bootstrap_progress(run: Callable[[Progress | None], BootstrapResult], quiet
 
 
 def _clean(value: object) -> object:
+    import numpy as np
+
     """JSON-safe: NumPy scalars to floats, NaN and infinities to null."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
@@ -138,6 +142,9 @@ def chinchilla_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Approach 3, Hoffmann et al. 2022)."""
+    from scalelab.laws.bootstrap import bootstrap_chinchilla, chinchilla_quantities
+    from scalelab.laws.chinchilla import check_chinchilla_data, fit_chinchilla
+
     frame = read_runs(csv)
     cols = [find_column(frame, n_col, "--n-col", csv), find_column(frame, d_col, "--d-col", csv),
             find_column(frame, loss_col, "--loss-col", csv)]
@@ -172,6 +179,9 @@ def power_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Fit L(x) = E + A x^(-alpha) (Kaplan et al. 2020 with an irreducible term)."""
+    from scalelab.laws.bootstrap import bootstrap_power_law
+    from scalelab.laws.power import check_power_data, fit_power_law
+
     frame = read_runs(csv)
     cols = [find_column(frame, x, "--x", csv), find_column(frame, y, "--y", csv)]
     xa, ya = check_power_data(*(numeric_column(frame, c, csv) for c in cols),

@@ -59,7 +59,9 @@ def sweep_cmd(
         a = spec.analysis
         fits, path = report_sweep(workdir, spec.name, a.bootstrap, a.fit_params, a.forecast_holdout)
         res["report"] = str(path)
-        res["fits"] = {k: fits[k] for k in ("power_N", "power_C", "forecast", "chinchilla") if k in fits}
+        from scalelab.studies.scaling import headline
+
+        res["fits"] = headline(fits)
         err.print(f"report: {path}")
     if json_out:
         print(json.dumps(res, default=str))
@@ -105,7 +107,7 @@ def report_cmd(
 
     if not (Path(workdir) / "scalelab.db").exists():
         raise UserError(f"no run store in {workdir}; give the work directory of a sweep")
-    groups = [sweep] if sweep else sorted({g for g in RunStore.in_workdir(workdir).runs_df()["grp"].dropna()})
+    groups = [sweep] if sweep else sorted({r["grp"] for r in RunStore.in_workdir(workdir).list_runs(["grp"]) if r["grp"]})
     if not groups:
         raise UserError(f"no sweeps in {workdir}; run `scalelab sweep SPEC.toml` first")
     out = {}

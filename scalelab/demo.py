@@ -23,14 +23,14 @@ def run_demo(workdir: str | Path, progress: bool = True, console: Console | None
 
     console = console or Console()
     spec = demo_spec()
-    console.print("scalelab demo: 5 model sizes on the Python standard library, 1 token per parameter")
+    console.print("scalelab demo: 5 model sizes on the Python standard library, 0.75 tokens per parameter")
     res = run_sweep(spec, workdir, console=console)
     if res["interrupted"]:
         console.print("interrupted: run `scalelab demo` again to resume")
         return res
     fits, path = report_sweep(workdir, spec.name, spec.analysis.bootstrap, spec.analysis.fit_params,
                               spec.analysis.forecast_holdout)  # fmt: skip
-    from scalelab.studies.scaling import summary_text
+    from scalelab.studies.scaling import headline, summary_text
 
     console.print(summary_text(fits))
     largest = max((r for r in fits["runs"] if r["status"] == "completed"), key=lambda r: r["params"])
@@ -39,5 +39,5 @@ def run_demo(workdir: str | Path, progress: bool = True, console: Console | None
     console.print("def " + text, markup=False, highlight=False)
     console.print(f"report: {path}")
     out = {"report": str(path), "sample": text, **{k: res[k] for k in ("planned", "skipped", "ran", "wall_s")}}
-    out["fits"] = {k: fits[k] for k in ("power_N", "forecast") if k in fits}
+    out["fits"] = headline(fits)
     return out

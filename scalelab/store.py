@@ -159,6 +159,24 @@ class RunStore:
                 args.append(val)
         return [_row_dict(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
 
+    def list_runs(self, columns: list[str], group: str | None = None) -> list[dict]:
+        """Selected columns of every run (or of one group), oldest first, as dicts."""
+        bad = [c for c in columns if c not in ("id", "config_hash", "created_at", *RUN_COLUMNS)]
+        if bad:
+            raise KeyError(f"unknown run columns {bad}")
+        sql = f"SELECT {', '.join(columns)} FROM runs" + (" WHERE grp = ?" if group else "") + " ORDER BY created_at"
+        return [dict(r) for r in self.conn.execute(sql, (group,) if group else ())]
+
+    def metric_series(self, run_ids: Iterable[str], split: str, name: str) -> dict[str, list[tuple]]:
+        """{run id: [(step, tokens, flops, value), ...]} for one metric, without pandas."""
+        ids = list(run_ids)
+        sql = (f"SELECT run_id, step, tokens, flops, value FROM metrics WHERE run_id IN ({','.join('?' * len(ids))}) "
+               "AND split = ? AND name = ? ORDER BY run_id, step")
+        out: dict[str, list[tuple]] = {}
+        for r in self.conn.execute(sql, (*ids, split, name)):
+            out.setdefault(r[0], []).append(tuple(r[1:]))
+        return out
+
     def runs_df(self, group: str | None = None):
         import pandas as pd
 

@@ -117,3 +117,19 @@ def test_repetition_mixer_in_the_loop(tiny_cfg, tmp_path):
     val = _curve(tmp_path, s["run_id"], split="val")
     assert sorted(rep) == sorted(val) == [50, 100, 150]
     assert rep[150] < val[150] - 0.2  # the repeated subset is memorised faster than held-out text
+
+
+def test_newton_schulz_orthogonalises_batched_and_single():
+    import torch
+
+    from scalelab.train.optim import newton_schulz
+
+    torch.manual_seed(0)
+    g = torch.randn(3, 64, 16)
+    o = newton_schulz(g)
+    s = torch.linalg.svdvals(o)
+    assert s.min() > 0.5 and s.max() < 1.3  # singular values pushed towards 1 (not exactly: no convergence)
+    assert torch.allclose(newton_schulz(g[1]), o[1], atol=1e-5)
+    u, _, vh = torch.linalg.svd(g[0], full_matrices=False)
+    cos = torch.nn.functional.cosine_similarity(o[0].flatten(), (u @ vh).flatten(), dim=0)
+    assert cos > 0.95

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 BatchObjective = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray]"]
 
@@ -197,6 +196,8 @@ def lbfgsb_polish(
     The tolerances matter: SciPy's default ftol is relative to max(|f|, 1), and the summed Huber
     loss is of order 1e-3, so the default stops far too early (Besiroglu et al. 2024).
     """
+    from scipy.optimize import minimize  # imported here: SciPy's import costs ~0.4 s of CLI start-up
+
     res = minimize(
         fun_single,
         np.asarray(x0, dtype=float),

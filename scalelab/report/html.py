@@ -29,7 +29,8 @@ class Section:
 
 def _fig_png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    # constrained layout instead of bbox "tight" (which renders twice); fast zlib level: reports stay quick
+    fig.savefig(buf, format="png", dpi=100, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
 
 

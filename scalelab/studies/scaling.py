@@ -49,7 +49,10 @@ def analyze(store: RunStore, sweep: str, fit_params: str = "nonembed", holdout: 
         if len(x) >= 4 and len(np.unique(x)) >= 3:  # three parameters need four points
             fit = laws.fit_power_law(x, L)
             boot = laws.bootstrap_power_law(x, L, n_boot=n_boot, seed=seed, fit=fit)
-            res[f"power_{name}"] = fit.to_dict() | {"ci": {k: list(v) for k, v in boot.ci.items()}}
+            res[f"power_{name}"] = fit.to_dict() | {
+                "ci": {k: list(v) for k, v in boot.ci.items()},
+                "samples": {k: np.asarray(v)[:200].tolist() for k, v in boot.samples.items()},
+            }
     sizes = np.unique(N)
     if len(sizes) >= 4 + holdout and holdout > 0:
         try:
@@ -69,6 +72,15 @@ def analyze(store: RunStore, sweep: str, fit_params: str = "nonembed", holdout: 
         except Exception as e:
             res["notes"].append(f"IsoFLOP fit skipped: {e}")
     return res
+
+
+def headline(res: dict) -> dict:
+    """The fits without their bootstrap samples, for JSON output."""
+    out = {}
+    for k in ("power_N", "power_C", "forecast", "chinchilla", "isoflop"):
+        if k in res:
+            out[k] = {kk: vv for kk, vv in res[k].items() if kk not in ("samples", "best_starts")}
+    return out
 
 
 def summary_text(res: dict) -> str:
@@ -92,24 +104,36 @@ def summary_text(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _log_axes(ax) -> None:
+    """Log-log axes labelled '1e6' rather than with mathtext, which is slow to render."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+0", "e").replace("e+", "e")))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def figures(res: dict, store: RunStore) -> list:
     import matplotlib.pyplot as plt
 
     figs = []
     ids = [r["id"] for r in res["runs"]]
-    m = store.metrics_df(ids, name="loss")
-    val = m[m.split == "val"]
+    series = store.metric_series(ids, "val", "loss")
     names = {r["id"]: r["name"] for r in res["runs"]}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for rid, g in val.groupby("run_id"):
-        axes[0].plot(g.tokens, g.value, marker=".", label=names.get(rid, rid))
-        axes[1].plot(g.flops, g.value, marker=".", label=names.get(rid, rid))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for rid, pts in series.items():
+        _, tokens, flops, value = zip(*pts)
+        axes[0].plot(tokens, value, marker=".", label=names.get(rid, rid))
+        axes[1].plot(flops, value, marker=".", label=names.get(rid, rid))
     for ax, xl in zip(axes, ("training tokens", "training FLOPs")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log_axes(ax)
         ax.set_xlabel(xl)
         ax.set_ylabel("validation loss (nats/token)")
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     axes[0].set_title("loss vs tokens")
     axes[1].set_title("loss vs compute")
@@ -126,24 +150,16 @@ def figures(res: dict, store: RunStore) -> list:
 def _law_figure(res: dict, x: np.ndarray, y: np.ndarray, key: str, xlabel: str):
     import matplotlib.pyplot as plt
 
-    from scalelab.laws import fit_power_law
-
     law = res[key]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
     grid = np.geomspace(x.min() / 1.5, x.max() * 10, 100)
     ax.plot(grid, law["E"] + law["A"] * grid ** (-law["alpha"]), "k-",
             label=f"fit: {law['E']:.2f} + {law['A']:.3g} x^-{law['alpha']:.3f}")  # fmt: skip
-    # the bootstrap band: refit on resamples, drawn as the 95% envelope of the curves
-    rng = np.random.default_rng(0)
-    curves = []
-    for _ in range(60):
-        idx = rng.integers(0, len(x), len(x))
-        if len(np.unique(x[idx])) < 3:
-            continue
-        f = fit_power_law(x[idx], y[idx])
-        curves.append(f.E + f.A * grid ** (-f.alpha))
-    if curves:
-        lo, hi = np.percentile(np.array(curves), [2.5, 97.5], axis=0)
+    # the bootstrap band: the 95% envelope of the curves of the bootstrap refits
+    samples = law.get("samples")
+    if samples:
+        E, A, alpha = (np.asarray(samples[k])[:, None] for k in ("E", "A", "alpha"))
+        lo, hi = np.percentile(E + A * grid[None, :] ** (-alpha), [2.5, 97.5], axis=0)
         ax.fill_between(grid, lo, hi, color="gray", alpha=0.25, label="95% bootstrap band")
     ax.scatter(x, y, zorder=3, label="runs")
     fc = res.get("forecast")
@@ -151,12 +167,11 @@ def _law_figure(res: dict, x: np.ndarray, y: np.ndarray, key: str, xlabel: str):
         xt = x[np.array(fc["test_index"], dtype=int)]
         ax.scatter(xt, fc["predicted"], marker="x", s=80, color="red", zorder=4, label="forecast (held out)")
     ax.axvline(x.max(), color="gray", ls=":", lw=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axes(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("final validation loss (nats/token)")
     ax.set_title("final loss and the fitted law (dotted: extrapolation beyond)")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 
