@@ -1,6 +1,162 @@
-"""`scalelab pm ...` and `scalelab eval ...` (being written)."""
+"""`scalelab pm ...` (train and score preference models) and `scalelab eval ...` (binary-choice evals).
+
+Parse, call `scalelab.align`, print; no science here. Every command prints one JSON object as its
+last line with ``--json``; user mistakes raise `UserError`, which `scalelab.cli:main` prints (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from scalelab.cli_common import DEFAULT_WORKDIR
+
 pm_app = typer.Typer(no_args_is_help=True, help="Preference models: train and score.")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluations of checkpoints.")
+
+WorkdirOpt = typer.Option(DEFAULT_WORKDIR, "--workdir", "-w", help="Work directory: run store, checkpoints.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object as the last line.")
+FormatOpt = typer.Option("auto", "--format", help="Comparison file format: hh, generic or auto.")
+
+
+def _print(obj: dict, json_out: bool, keys: tuple[str, ...]) -> None:
+    if json_out:
+        print(json.dumps(obj, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False)
+    for k in keys:
+        v = obj.get(k)
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        elif isinstance(v, (list, tuple)) and v and isinstance(v[0], float):
+            v = "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
+        table.add_row(k, str(v))
+    Console().print(table)
+
+
+@pm_app.command("train")
+def train_cmd(
+    data: str = typer.Option(..., "--data", help="Comparison file (HH-RLHF or generic JSONL/CSV) or an automatic "
+                             "set: code:stdlib, corruptions:stdlib, arith[:N]."),
+    format: str = FormatOpt,
+    objective: str = typer.Option("ranked", "--objective", help="ranked, binary or imitation (Askell et al. 2021)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Backbone: a run id, checkpoint or PM folder, or "
+                                       "hf:FOLDER for a Hugging Face causal LM."),
+    size: Optional[str] = typer.Option(None, "--size", help="A fresh ladder model instead of --base (e.g. 'xs')."),
+    context: int = typer.Option(256, "--context", help="Context of a fresh --size model, in tokens."),
+    pmp: Optional[str] = typer.Option(None, "--pmp", help="Preference-model pre-training set (file or keyword, "
+                                      "e.g. corruptions:stdlib), binarised, before fine-tuning on --data."),
+    pmp_max: int = typer.Option(4000, "--pmp-max", help="At most this many PMP comparisons (before binarising)."),
+    pmp_steps: Optional[int] = typer.Option(None, "--pmp-steps", help="PMP optimizer steps (default: one epoch)."),
+    pmp_lr: float = typer.Option(3e-4, "--pmp-lr", help="PMP learning rate."),
+    ranked_pmp: bool = typer.Option(False, "--ranked-pmp", help="Use the PMP set as ranked pairs, not binarised."),
+    test: Optional[str] = typer.Option(None, "--test", help="A separate test file (default: split off "
+                                       "--test-fraction)."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Held-out fraction (by document / prompt)."),
+    data_max: Optional[int] = typer.Option(None, "--data-max", help="Read or build at most N comparisons."),
+    max_train: Optional[int] = typer.Option(None, "--max-train", help="Train on the first N training pairs only."),
+    max_test: Optional[int] = typer.Option(None, "--max-test", help="Evaluate on the first N test pairs only."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training comparisons."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Comparisons per step."),
+    lr: float = typer.Option(3e-4, "--lr", help="Peak AdamW learning rate."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name in the store."),
+    workdir: Path = WorkdirOpt,
+    json_out: bool = JsonOpt,
+):
+    """Train a preference model, evaluate it on held-out pairs, save it and record the run."""
+    from scalelab.align.pm_run import PMRunSpec, run_pm
+    from scalelab.align.pm_train import PMTrainConfig
+
+    train_cfg = PMTrainConfig(objective=objective, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    spec = PMRunSpec(data=data, objective=objective, format=format, test=test, test_fraction=test_fraction,
+                     data_max=data_max, max_train=max_train, max_test=max_test, base=base, size=size, context=context,
+                     pmp=pmp, pmp_binary=not ranked_pmp, pmp_max=pmp_max, pmp_steps=pmp_steps, pmp_lr=pmp_lr,
+                     train=train_cfg, device=device, threads=threads, name=name)  # fmt: skip
+    summary = run_pm(spec, workdir, progress=not json_out and sys.stderr.isatty())
+    _print(summary, json_out, ("run_id", "objective", "accuracy", "accuracy_ci", "ece", "n_train", "n_test",
+                               "n_skipped", "n_truncated", "pmp_accuracy", "pairs_per_s", "pm_path"))  # fmt: skip
+
+
+def _load_scorer(checkpoint: str, workdir: Path):
+    """A PM from a PM folder / run; a plain LM checkpoint or HF folder becomes a log-probability scorer."""
+    from scalelab.align.backbones import GPTBackbone, is_hf_folder, load_hf_backbone
+    from scalelab.align.pm import PreferenceModel, find_pm_folder
+
+    if checkpoint.startswith("hf:") or is_hf_folder(Path(checkpoint)):
+        backbone, tokenizer = load_hf_backbone(checkpoint.removeprefix("hf:"))
+        return PreferenceModel(backbone, tokenizer, "imitation")
+    from scalelab.sampling import resolve_checkpoint
+    from scalelab.train.checkpoint import load_model_from_checkpoint
+
+    path = resolve_checkpoint(checkpoint, workdir)
+    if find_pm_folder(path) is not None:
+        return PreferenceModel.load(path)
+    model, tokenizer, _ = load_model_from_checkpoint(path)
+    return PreferenceModel(GPTBackbone(model), tokenizer, "imitation")
+
+
+@pm_app.command("score")
+def score_cmd(
+    checkpoint: str = typer.Argument(..., help="A PM run id, run folder or pm/ folder."),
+    data: str = typer.Option(..., "--data", help="Comparison file or automatic-set keyword."),
+    format: str = FormatOpt,
+    max_pairs: Optional[int] = typer.Option(None, "--max", help="Score only the first N comparisons."),
+    seed: int = typer.Option(0, "--seed", help="Seed of automatic sets and of the bootstrap."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Write the reliability diagram to this PNG."),
+    workdir: Path = WorkdirOpt,
+    json_out: bool = JsonOpt,
+):
+    """Accuracy (bootstrap 95% interval) and calibration (ECE) of a saved PM on comparisons."""
+    from scalelab.align.pm import encode_pairs
+    from scalelab.align.pm_data import load_set
+    from scalelab.align.pm_train import evaluate_pm
+
+    pm = _load_scorer(checkpoint, workdir)
+    loaded = load_set(data, format=format, seed=seed, max_pairs=max_pairs)
+    pairs = encode_pairs(pm, loaded.comparisons)
+    ev = evaluate_pm(pm, pairs, seed=seed)
+    out = {**ev.summary(), "n_skipped": loaded.n_skipped, "n_truncated": pairs.counts.n_truncated,
+           "n_response_truncated": pairs.counts.n_response_truncated, "objective": pm.objective,
+           "scoring": pm.scoring, "checkpoint": checkpoint}  # fmt: skip
+    if figure is not None:
+        from scalelab.evals.calibration import reliability_figure
+
+        reliability_figure(ev.calibration).savefig(figure, dpi=110, bbox_inches="tight")
+        out["figure"] = str(figure)
+    _print(out, json_out, ("accuracy", "accuracy_ci", "ece", "n_test", "n_skipped", "n_truncated", "scoring"))
+
+
+@eval_app.command("choice")
+def choice_cmd(
+    checkpoint: str = typer.Argument(..., help="A PM (chooses by score) or a plain LM checkpoint (chooses by "
+                                     "the log-probability of each response)."),
+    data: Path = typer.Option(..., "--data", help="Binary-choice JSONL: query, responses [2], correct, category."),
+    workdir: Path = WorkdirOpt,
+    json_out: bool = JsonOpt,
+):
+    """HHH-style binary-choice evaluation (Askell et al. 2021): pick the higher-scored response."""
+    from scalelab.align.pm import TruncationCounts
+    from scalelab.evals.choice_format import load_choice_items, score_choice
+
+    items = load_choice_items(data)
+    pm = _load_scorer(checkpoint, workdir)
+    first = [pm.encode(item.query, item.responses[0]) for item in items]
+    second = [pm.encode(item.query, item.responses[1]) for item in items]
+    counts = TruncationCounts()
+    for text in first + second:
+        counts.add(text)
+    result = score_choice(items, pm.score_texts(first).numpy(), pm.score_texts(second).numpy())
+    out = {"accuracy": result.accuracy, "n": result.n, "per_category": result.per_category,
+           "n_truncated": counts.n_truncated, "scoring": pm.scoring, "checkpoint": checkpoint}  # fmt: skip
+    _print(out, json_out, ("accuracy", "n", "per_category", "n_truncated", "scoring"))
