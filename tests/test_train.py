@@ -25,7 +25,7 @@ def _unigram_entropy(tokens) -> float:
 
 def test_learns_below_unigram_entropy(tiny_cfg, tmp_path):
     cfg = tiny_cfg(train__iters="300", model__n_embd="64", model__n_head="4", train__lr="3e-3", model__n_layer="2",
-                   train__eval_every="100", data__max_documents="40", train__threads="2")
+                   train__eval_every="100", data__max_documents="40")
     s = train(cfg, tmp_path, progress=False)
     shards = prepare_shards(cfg.data, tmp_path / "cache", progress=False)
     h = _unigram_entropy(shards.tokens("train"))
