@@ -15,6 +15,7 @@ pairs, tokens (padding excluded) and wall time give pairs/s and tokens/s. Evalua
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -51,7 +52,9 @@ def run(args: argparse.Namespace, threads: int) -> dict:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         batch = next(batches)
-        loss, n_tokens = step_loss(pm, pairs, batch, args.objective)
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+        with ctx:  # bf16 on the GPU, as train_pm runs it
+            loss, n_tokens = step_loss(pm, pairs, batch, args.objective)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -1,7 +1,8 @@
 """`scalelab bench train`: a preset trained end to end, reported as throughput and time to target.
 
-tokens/s counts the training steps only (evaluation and checkpoints excluded); time to target is
-the wall time from the start of training until an evaluation first reaches the target loss.
+tokens/s counts the training steps only (evaluation and checkpoints excluded); `steady_tokens_per_s`
+and `steady_mfu` leave out the first logging window too (compilation and warm-up); time to target
+is the wall time from the start of training until an evaluation first reaches the target loss.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from scalelab import presets
 from scalelab.errors import UserError
+from scalelab.store import RunStore
 from scalelab.train.loop import train
 
 DEFAULT_TARGETS = {"shakespeare-char": 1.874}
@@ -57,10 +59,21 @@ def bench_train(
     target = target if target is not None else DEFAULT_TARGETS.get(preset)
     with tempfile.TemporaryDirectory(prefix="scalelab-bench-") as tmp:
         summary = train(cfg, workdir or tmp, target_val_loss=target, progress=progress)
+        steady = _steady_tokens_per_s(workdir or tmp, summary["run_id"])
+    peak = summary["mfu"] and summary["flops_per_token"] * summary["tokens_per_s"] / summary["mfu"]
     return {
+        "steady_tokens_per_s": steady,
+        "steady_mfu": summary["flops_per_token"] * steady / peak if peak and steady else None,
         "preset": preset, "recipe": recipe, "device": summary["device"], "params": summary["params"],
         "tokens_per_s": summary["tokens_per_s"], "final_val_loss": summary["final_val_loss"],
         "time_to_target_s": summary["time_to_target_s"], "target_val_loss": target,
         "iters": summary["iters"], "mfu": summary["mfu"], "wall_s": summary["wall_s"],
         "train_s": summary["train_s"], "tokens": summary["tokens"], "run_id": summary["run_id"],
     }  # fmt: skip
+
+
+def _steady_tokens_per_s(workdir, run_id: str) -> float | None:
+    """Median tokens/s of the logged windows after the first (which holds compilation and warm-up)."""
+    rows = RunStore.in_workdir(workdir).metric_series([run_id], "train", "tokens_per_s").get(run_id, [])
+    values = sorted(v for (_, _, _, v) in rows[1:] if v > 0)
+    return values[len(values) // 2] if values else None

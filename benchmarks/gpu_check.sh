@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU checks, in one go, on a lent GPU machine (from the repo root, output under $OUT):
+# CUDA correctness of a short bf16 run, GPT-2 124M throughput and MFU (bf16, compiled), and
+# preference-model throughput at about 100M parameters in bf16.
+set -x
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
+python3 -c "import torch, pydantic, typer, rich, safetensors, tokenizers; print(torch.__version__, torch.cuda.get_device_name())"
+timeout 150 python3 -m scalelab train --set "data.source='scalelab'" --set "model.size='s'" --set model.block_size=128 \
+  --set train.iters=300 --set train.eval_every=100 --set "train.device='cuda'" --workdir "$OUT/w" --json | tail -1 | tee "$OUT/train_cuda.json"
+timeout 240 python3 -m scalelab bench train --preset gpt2-124m --device cuda --data scalelab --set train.iters=120 \
+  --json | tail -1 | tee "$OUT/bench_124m.json"
+timeout 120 python3 benchmarks/bench_pm.py --device cuda --size L20 --context 256 --batch-size 16 --steps 10 --threads 1 \
+  | tee "$OUT/bench_pm_gpu.json"
