@@ -3,7 +3,8 @@
 # CUDA correctness of a short bf16 run, GPT-2 124M throughput and MFU (bf16, compiled), and
 # preference-model throughput at about 100M parameters in bf16.
 set -x
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl; fi
+export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv

@@ -88,7 +88,8 @@ def run_probes(model, settings: ProbeSettings, heldout: np.ndarray | None = None
                      "seed": settings.seed, "pool_size": int(settings.pool.size), "bos": settings.bos},
     }  # fmt: skip
     if heldout is not None:
-        rows = np.asarray(heldout).reshape(-1, np.asarray(heldout).shape[-1])[: settings.batch_size]
+        # every held-out window the caller gave: the ICL score is a difference of two noisy means
+        rows = np.asarray(heldout).reshape(-1, np.asarray(heldout).shape[-1])
         icl = icl_score(model, rows)
         out.update(icl_score=icl["icl_score"], icl_loss_early=icl["loss_early"], icl_loss_late=icl["loss_late"],
                    icl_positions=[icl["early"], icl["late"], icl["band"]])  # fmt: skip

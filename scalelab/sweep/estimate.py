@@ -11,8 +11,20 @@ import torch
 from scalelab.sweep.spec import PlannedRun
 
 
-def probe_tokens_per_s(run: PlannedRun, vocab_size: int, steps: int = 5, warmup: int = 2) -> float:
-    """Training tokens/s of the run's model and batch: the median of a few steps after warm-up."""
+def probe_tokens_per_s(run: PlannedRun, vocab_size: int, steps: int = 8, warmup: int = 2,
+                       threads: int | None = None) -> float:
+    """Training tokens/s of the run's model and batch, at the threads it will train with: the median
+    of a few steps after warm-up."""
+    before = torch.get_num_threads()
+    if threads or run.cfg.train.threads:
+        torch.set_num_threads(threads or run.cfg.train.threads)
+    try:
+        return _probe(run, vocab_size, steps, warmup)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _probe(run: PlannedRun, vocab_size: int, steps: int, warmup: int) -> float:
     from scalelab.model.gpt import GPT
     from scalelab.model.sizes import resolve
     from scalelab.train.loop import resolve_device
@@ -52,7 +64,7 @@ def estimate_seconds(runs: list[PlannedRun], workdir: str | Path, vocab_size: in
     for r in runs:
         m, t = r.cfg.model, r.cfg.train
         key = (f"{m.recipe}|{m.size}|{m.n_layer}x{m.n_embd}|{m.block_size}|{t.batch_size}x{t.grad_accum}|"
-               f"{t.optimizer}|{t.device}|{torch.get_num_threads()}")
+               f"{t.optimizer}|{t.device}|{t.threads or torch.get_num_threads()}")
         if key not in cache:
             cache[key] = probe_tokens_per_s(r, vocab_size)
         evals = (r.iters // max(1, t.eval_every) + 1) * t.eval_batches * 2 * t.batch_size * m.block_size

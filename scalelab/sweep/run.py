@@ -39,7 +39,7 @@ def _probe_evals(cfg, workdir: Path) -> list:
     from scalelab.evals.probes import make_probe_eval
 
     shards = prepare_shards(cfg.data, workdir / "cache", progress=False)
-    heldout = eval_windows(shards.tokens("val"), cfg.model.block_size, 8, 1, cfg.train.seed)[0]
+    heldout = eval_windows(shards.tokens("val"), cfg.model.block_size, 8, 8, cfg.train.seed)  # 64 windows
     return [make_probe_eval(shards.tokenizer, heldout=heldout, seed=cfg.train.seed)]
 
 
