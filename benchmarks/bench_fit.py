@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 
 from scalelab.laws import bootstrap_chinchilla, chinchilla_grid, fit_chinchilla
-from scalelab.laws.objective import huber
+from scalelab.laws.reference import plain_scipy_loop
 from scalelab.laws.synthetic import synthetic_chinchilla_runs
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
@@ -50,23 +49,6 @@ def load(csv: str | None, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
         return n[keep], d[keep], y[keep], f"{Path(csv).name} (Epoch AI format, 5 highest losses dropped)"
     return (frame["N"].to_numpy(float), frame["D"].to_numpy(float), frame["loss"].to_numpy(float),
             Path(csv).name)
-
-
-def plain_scipy_loop(n: np.ndarray, d: np.ndarray, y: np.ndarray, grid: np.ndarray) -> tuple[float, np.ndarray]:
-    """The reference: scipy.optimize.minimize(method="L-BFGS-B") per start, numeric gradients."""
-    log_n, log_d, log_y = np.log(n), np.log(d), np.log(y)
-
-    def objective(p: np.ndarray) -> float:
-        a, b, e, alpha, beta = p
-        pred = np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e)
-        return float(np.sum(huber(pred - log_y, 1e-3)))
-
-    best_f, best_x = np.inf, np.full(5, np.nan)
-    for start in grid:
-        res = minimize(objective, start, method="L-BFGS-B")
-        if res.success and res.fun < best_f:
-            best_f, best_x = float(res.fun), res.x
-    return best_f, best_x
 
 
 def params_of(theta: np.ndarray) -> dict[str, float]:

@@ -107,7 +107,8 @@ def report_cmd(
 
     if not (Path(workdir) / "scalelab.db").exists():
         raise UserError(f"no run store in {workdir}; give the work directory of a sweep")
-    groups = [sweep] if sweep else sorted({r["grp"] for r in RunStore.in_workdir(workdir).list_runs(["grp"]) if r["grp"]})
+    rows = RunStore.in_workdir(workdir).list_runs(["grp"])
+    groups = [sweep] if sweep else sorted({r["grp"] for r in rows if r["grp"]})
     if not groups:
         raise UserError(f"no sweeps in {workdir}; run `scalelab sweep SPEC.toml` first")
     out = {}

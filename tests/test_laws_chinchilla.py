@@ -2,34 +2,16 @@
 
 import numpy as np
 import pytest
-from scipy.optimize import minimize
 
 from scalelab.errors import UserError
 from scalelab.laws import bootstrap_chinchilla, chinchilla_grid, chinchilla_loss, fit_chinchilla
 from scalelab.laws.chinchilla import ChinchillaFit
-from scalelab.laws.objective import huber
+from scalelab.laws.reference import plain_scipy_loop
 from scalelab.laws.synthetic import REPLICATION_PARAMS, synthetic_chinchilla_runs
 
 SMALL_GRID = {
     "alphas": (0.0, 1.0), "betas": (0.0, 1.0), "es": (-1.0, 1.0), "a_s": (5.0, 15.0), "bs": (5.0, 15.0),
 }
-
-
-def plain_scipy_loop(n: np.ndarray, d: np.ndarray, y: np.ndarray, grid: np.ndarray) -> tuple[float, np.ndarray]:
-    """The reference method: SciPy L-BFGS-B, numeric gradients, default options, one start at a time."""
-    log_n, log_d, log_y = np.log(n), np.log(d), np.log(y)
-
-    def objective(p: np.ndarray) -> float:
-        a, b, e, alpha, beta = p
-        pred = np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e)
-        return float(np.sum(huber(pred - log_y, 1e-3)))
-
-    best_f, best_x = np.inf, None
-    for start in grid:
-        res = minimize(objective, start, method="L-BFGS-B")
-        if res.success and res.fun < best_f:
-            best_f, best_x = res.fun, res.x
-    return best_f, best_x
 
 
 def test_default_grid_is_the_4500_start_grid() -> None:

@@ -28,6 +28,7 @@ from scalelab.align.pm_data import split_set as split_comparisons
 from scalelab.align.pm_train import PMTrainConfig, evaluate_pm, train_pm
 from scalelab.errors import UserError
 from scalelab.store import RunStore
+from scalelab.train.loop import resolve_device
 
 
 @dataclass
@@ -105,15 +106,6 @@ def _stamp(spec: str) -> str:
     if p.exists():
         return f"{p.resolve()}:{int(p.stat().st_mtime)}"
     return spec
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for but no CUDA device is available; use 'cpu' or 'auto'")
-    return dev
 
 
 def build_pm(spec: PMRunSpec, workdir: Path) -> PreferenceModel:
