@@ -125,6 +125,9 @@ class TrainConfig(_Strict):
     """Autocast dtype: 'auto' is bfloat16 on CUDA and float32 on CPU."""
     compile: bool = False
     seed: int = 1337
+    eval_seed: int = 1337
+    """Seed of the fixed evaluation windows, kept apart from `seed` so that runs differing only in
+    seed are scored on the same validation tokens."""
     threads: int | None = None
     """torch intra-op threads on CPU; default: all cores."""
 

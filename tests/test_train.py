@@ -133,3 +133,19 @@ def test_newton_schulz_orthogonalises_batched_and_single():
     u, _, vh = torch.linalg.svd(g[0], full_matrices=False)
     cos = torch.nn.functional.cosine_similarity(o[0].flatten(), (u @ vh).flatten(), dim=0)
     assert cos > 0.95
+
+
+def test_evaluation_windows_do_not_depend_on_the_training_seed(tiny_cfg, tmp_path, monkeypatch):
+    import scalelab.train.loop as loop
+
+    seeds = []
+    real = loop.eval_windows
+
+    def spy(tokens, block, batch, n, seed):
+        seeds.append(seed)
+        return real(tokens, block, batch, n, seed)
+
+    monkeypatch.setattr(loop, "eval_windows", spy)
+    for s in ("1", "2"):
+        train(tiny_cfg(train__seed=s, train__iters="2"), tmp_path / s, progress=False)
+    assert seeds[:2] == seeds[2:4] == [1337, 1338]

@@ -200,8 +200,8 @@ class _Run:
             sampler = SequentialEpochs(train_tokens, T, B, tc.seed, d.rank, d.world)
         else:
             sampler = RandomWindows(train_tokens, T, B, tc.seed, d.rank)
-        val_w = eval_windows(self.shards.tokens("val"), T, B, tc.eval_batches, tc.seed)
-        train_w = eval_windows(train_tokens, T, B, tc.eval_batches, tc.seed + 1)
+        val_w = eval_windows(self.shards.tokens("val"), T, B, tc.eval_batches, tc.eval_seed)
+        train_w = eval_windows(train_tokens, T, B, tc.eval_batches, tc.eval_seed + 1)
         final_batches = tc.final_eval_batches or tc.eval_batches
         state = {"step": 0, "tokens": 0, "elapsed": 0.0, "train_time": 0.0, "best_val": None,
                  "time_to_target": None, "last_val": None, "last_train_est": None}  # fmt: skip
@@ -225,8 +225,8 @@ class _Run:
 
         def eval_now(step, n_batches):
             vw, tw = (val_w, train_w) if n_batches == tc.eval_batches else (
-                eval_windows(self.shards.tokens("val"), T, B, n_batches, tc.seed),
-                eval_windows(train_tokens, T, B, n_batches, tc.seed + 1))  # fmt: skip
+                eval_windows(self.shards.tokens("val"), T, B, n_batches, tc.eval_seed),
+                eval_windows(train_tokens, T, B, n_batches, tc.eval_seed + 1))  # fmt: skip
             val = evaluate(model, vw, device, ctx, d)
             est = evaluate(model, tw, device, ctx, d)
             state["last_val"], state["last_train_est"] = val, est
