@@ -124,6 +124,8 @@ class TrainConfig(_Strict):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Autocast dtype: 'auto' is bfloat16 on CUDA and float32 on CPU."""
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    """torch.compile mode when `compile` is on (autotuning modes compile for minutes)."""
     seed: int = 1337
     eval_seed: int = 1337
     """Seed of the fixed evaluation windows, kept apart from `seed` so that runs differing only in

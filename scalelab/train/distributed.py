@@ -52,8 +52,8 @@ def apply_ddp(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def apply_compile(model: nn.Module, enabled: bool) -> nn.Module:
-    return torch.compile(model) if enabled else model
+def apply_compile(model: nn.Module, enabled: bool, mode: str = "default") -> nn.Module:
+    return torch.compile(model, mode=mode) if enabled else model
 
 
 def all_mean(value: float, d: Dist, device: torch.device) -> float:

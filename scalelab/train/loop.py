@@ -216,7 +216,7 @@ class _Run:
             else:
                 self.rec.truncate(-1)
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16() else nullcontext()
-        fwd = dd.apply_ddp(dd.apply_compile(model, tc.compile), d, device)
+        fwd = dd.apply_ddp(dd.apply_compile(model, tc.compile, tc.compile_mode), d, device)
         rows: list = []
         status, error = "running", None
 
