@@ -69,7 +69,7 @@ RUN_COLUMNS = (
 )  # fmt: skip
 
 
-def git_commit(path: str | Path = ".") -> str | None:
+def git_commit() -> str | None:
     """The commit of the scalelab checkout (or None outside git)."""
     try:
         out = subprocess.run(

@@ -21,15 +21,11 @@ from scalelab.report import Section, write_report
 from scalelab.store import RunStore
 
 
-def _runs(store: RunStore, sweep: str) -> list[dict]:
-    return [r for r in store.find_runs(group=sweep)]
-
-
 def analyze(store: RunStore, sweep: str, fit_params: str = "nonembed", holdout: int = 1, n_boot: int = 200,
             seed: int = 0) -> dict:  # fmt: skip
     from scalelab import laws
 
-    rows = _runs(store, sweep)
+    rows = store.find_runs(group=sweep)
     done = [r for r in rows if r["status"] == "completed" and r["final_val_loss"] is not None]
     table = [{"id": r["id"], "name": r["name"], "status": r["status"], "params": r["params"],
               "params_nonembed": r["params_nonembed"], "tokens": r["tokens"], "flops": r["flops"],

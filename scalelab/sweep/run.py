@@ -65,7 +65,7 @@ def classify(runs: list[PlannedRun], store: RunStore, group: str, retry_failed: 
     """Tasks to run, and the planned runs already done (with their store rows)."""
     tasks, done = [], []
     for p in runs:
-        prior = [r for r in store.find_runs(config_hash=p.config_hash, group=group)]
+        prior = store.find_runs(config_hash=p.config_hash, group=group)
         finished = [r for r in prior if r["status"] == "completed"]
         if finished:
             done.append((p, finished[-1]))

@@ -299,7 +299,6 @@ class _Run:
                         if is_eval:
                             eval_now(step, final_batches if step == iters else tc.eval_batches)
                         state["step"] = step
-                        state["elapsed_now"] = time.perf_counter() - wall0
                         if is_ckpt and d.main:
                             self._save(step, model, opts, sampler, state, wall0)
                         if is_eval or is_ckpt:
@@ -343,9 +342,7 @@ class _Run:
             opt.load_state_dict(sd)
         sampler.load_state_dict(full["sampler"])
         set_rng_state(full["rng"])
-        st = dict(full["state"])
-        st.pop("elapsed_now", None)
-        return st
+        return dict(full["state"])
 
     def _finish(self, status, error, state, step, iters, counts, fpt, tokens_per_step) -> dict:
         tps = state["tokens"] / state["train_time"] if state["train_time"] > 0 else 0.0
