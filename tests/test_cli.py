@@ -2,10 +2,12 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +99,120 @@ def test_bench_train_json(tmp_path, shakespeare):
     for k in ("tokens_per_s", "final_val_loss", "time_to_target_s", "target_val_loss", "iters", "mfu"):
         assert k in res
     assert res["iters"] == 20 and res["mfu"] is None and res["time_to_target_s"] is not None
+
+
+# ----------------------------------------------------------------------------- usage errors, names, reports
+
+
+def console_script() -> list[str]:
+    """The installed `scalelab` console script (what users run), else `python -m scalelab`."""
+    script = shutil.which("scalelab", path=str(Path(sys.executable).parent)) or shutil.which("scalelab")
+    return [script] if script else [sys.executable, "-m", "scalelab"]
+
+
+def scalelab(*args, cwd=None, timeout=120):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([*console_script(), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=env)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["trian"], "No such command 'trian'"),
+        (["train", "--nope"], "No such option: --nope"),
+        (["sample", "x", "--tokens", "abc"], "--tokens"),
+        (["sample", "x", "--tokens", "0"], "--tokens"),
+        (["fit", "chinchilla", "runs.csv", "--bootstrap", "-1"], "--bootstrap"),
+        (["study", "scaling", "--workers", "0"], "--workers"),
+        (["sweep"], "Missing argument"),
+    ],
+)
+def test_usage_errors_exit_2_with_usage_and_no_traceback(tmp_path, args, needle):
+    r = scalelab(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr and "Usage: scalelab" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["fit"], ["bench"]])
+def test_bare_command_prints_help_and_exits_2(tmp_path, args):
+    r = scalelab(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Usage: scalelab" in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr
+
+
+def test_study_help_lists_the_options():
+    r = scalelab("study", "--help")
+    assert r.returncode == 0, r.stderr
+    for opt in ("--preset", "--set", "--dry-run", "--json", "--workdir", "--executor", "--workers", "--address",
+                "--gpus-per-run", "--retry-failed"):  # fmt: skip
+        assert opt in r.stdout, opt
+
+
+def test_unknown_study_is_a_user_error(tmp_path):
+    r = scalelab("study", "nosuchstudy", "--dry-run", "--workdir", str(tmp_path))
+    assert r.returncode == 2 and "no study 'nosuchstudy'" in r.stderr and "Traceback" not in r.stderr
+
+
+def _store_with_odd_names(workdir: Path) -> None:
+    from scalelab.store import RunStore
+
+    store = RunStore.in_workdir(workdir)
+    store.create_run("m[/]x", {"a": 1}, "h1", group="[bold red]g[/]", status="completed")
+    store.create_run("[link=file:///etc]y[/link]", {"a": 2}, "h2", group="../../../../tmp/x/pwned",
+                     status="completed")  # fmt: skip
+    store.close()
+
+
+def test_markup_laden_names_are_printed_literally(tmp_path):
+    _store_with_odd_names(tmp_path)
+    r = scalelab("runs", "--workdir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "m[/]x" in r.stdout and "[bold red]g[/]" in r.stdout and "[link=file:///etc]y[/link]" in r.stdout
+    missing = scalelab("runs", "--workdir", str(tmp_path / "[bold]w[/]"))
+    assert missing.returncode == 2 and "[bold]w[/]" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_path_like_sweep_names_are_refused(tmp_path):
+    _store_with_odd_names(tmp_path / "w")
+    outside = tmp_path / "x"
+    r = scalelab("report", str(tmp_path / "w"), "--sweep", "../../../../" + str(outside).lstrip("/") + "/pwned")
+    assert r.returncode == 2 and "looks like a path" in r.stderr and "Traceback" not in r.stderr
+    r = scalelab("report", str(tmp_path / "w"))  # every group in the store, one of them path-like
+    assert r.returncode == 2 and "looks like a path" in r.stderr
+    assert not outside.exists() and not list(tmp_path.rglob("pwned*"))
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "../../evil"\n[grid]\n"model.size" = ["L1"]\n')
+    r = scalelab("sweep", str(spec), "--dry-run", "--workdir", str(tmp_path / "w"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_report_paths_stay_in_the_work_directory(tmp_path):
+    from scalelab.errors import UserError
+    from scalelab.report import report_path
+
+    assert report_path(tmp_path, "scaling-quick") == tmp_path / "reports" / "scaling-quick.html"
+    assert report_path(tmp_path, "m[x] y").name == "m-x-y.html"
+    for bad in ("../x", "a/b", "a\\b", "..", ".hidden", "", "a\nb", "/tmp/x"):
+        with pytest.raises(UserError):
+            report_path(tmp_path, bad)
+
+
+def test_markdown_twin_escapes_html(tmp_path):
+    from scalelab.report import Section, write_report
+
+    evil = "<script>alert(1)</script>"
+    path = write_report(tmp_path / "r.html", f"t {evil}", [Section(f"s {evil}", f"text {evil}",
+                        tables=[[{"name": f"a|b {evil}", "loss": 1.5}]])], meta=evil)  # fmt: skip
+    for text in (path.read_text(), path.with_suffix(".md").read_text()):
+        assert "<script>" not in text and "&lt;script&gt;" in text
+    md = path.with_suffix(".md").read_text()
+    assert "| a\\|b &lt;script&gt;" in md  # a '|' in a cell does not split it
+
+
+def test_json_output_is_strict_json(capsys):
+    from scalelab.cli.common import print_json
+
+    print_json({"x": float("nan"), "y": (1, float("inf")), "z": Path("p")})
+    assert json.loads(capsys.readouterr().out) == {"x": None, "y": [1, None], "z": "p"}
