@@ -37,13 +37,13 @@ app.add_typer(probe_app, name="probe")
 app.add_typer(bench_app, name="bench")
 
 
-def _parser_error_types() -> tuple[type[BaseException], ...]:
-    """The exception class of the parser's usage errors. Typer >= 0.22 vendors click as `typer._click`
-    (so `click.ClickException` never matches its errors); older typer uses click itself. Both are caught."""
+def _parser_exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """The parser's exception class `name`. Typer >= 0.22 vendors click as `typer._click` (so
+    `click.ClickException` never matches its errors); older typer uses click itself. Both are looked up."""
     found = []
     for module in ("typer._click.exceptions", "click.exceptions"):
         try:
-            found.append(importlib.import_module(module).ClickException)
+            found.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
             continue
     return tuple(found)
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except _parser_error_types() as e:  # usage errors: the usage line, the error, exit 2
+    except _parser_exceptions("NoArgsIsHelpError") as e:  # a bare group: its help, as with --help (click < 8.2 too)
+        e.show()
+        sys.exit(0)
+    except _parser_exceptions("ClickException") as e:  # usage errors: the usage line, the error, exit 2
         e.show()
         sys.exit(e.exit_code)
