@@ -220,3 +220,78 @@ def test_json_output_is_strict_json(capsys):
 
     print_json({"x": float("nan"), "y": (1, float("inf")), "z": Path("p")})
     assert json.loads(capsys.readouterr().out) == {"x": None, "y": [1, None], "z": "p"}
+
+
+# ----------------------------------------------------------------------------- scalelab study NAME (a toy study)
+
+TOY_BASE = {"data": {"source": "stdlib", "max_documents": 60}, "model": {"recipe": "modern", "block_size": 32},
+            "train": {"batch_size": 8, "eval_batches": 2, "eval_every": 5, "log_every": 5, "device": "cpu",
+                      "threads": 1, "lr": 3e-3}}  # fmt: skip
+
+
+@pytest.fixture
+def toy_study(monkeypatch, tmp_path):
+    """A registered two-run study `toy` (sizes L1, L2), with a preset file; returns the preset's path."""
+    from types import SimpleNamespace
+
+    from pydantic import Field
+
+    from scalelab.config import _Strict
+    from scalelab.studies import STUDIES, runner
+    from scalelab.sweep.spec import load_spec
+    from scalelab.sweep.spec import plan as plan_sweep
+
+    class ToyConfig(_Strict):
+        name: str = "toy"
+        sizes: list[str] = Field(default_factory=lambda: ["L1", "L2"])
+        iters: int = 6
+
+    def plan(config, workdir):
+        raw = {"name": config.name, "base": json.loads(json.dumps(TOY_BASE)),
+               "grid": {"model.size": config.sizes, "train.iters": [config.iters]}}  # fmt: skip
+        return plan_sweep(load_spec(None, raw=raw), workdir)[0]
+
+    def analyze(store, config):
+        return {"losses": {r["name"]: r["final_val_loss"] for r in store.find_runs(group=config.name)}}
+
+    module = SimpleNamespace(Config=ToyConfig, plan=plan, analyze=analyze, figures=lambda res, store: [],
+                             summary=lambda res: f"toy: {len(res['losses'])} runs [bold]m[/]x")  # fmt: skip
+    monkeypatch.setitem(STUDIES, "toy", "a toy study for the CLI tests")
+    monkeypatch.setattr(runner, "study_module", lambda name: module)
+    preset = tmp_path / "toy.toml"
+    preset.write_text('name = "toy"\n')
+    return str(preset)
+
+
+def test_study_dry_run_table_and_json(toy_study, tmp_path):
+    from typer.testing import CliRunner
+
+    from scalelab.cli import app
+
+    args = ["study", "toy", "--preset", toy_study, "--set", "iters=7", "--dry-run", "--workdir", str(tmp_path / "w")]
+    table = CliRunner().invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "toy-size=L1" in table.stdout and "totals: runs 2" in table.stdout
+    res = CliRunner().invoke(app, [*args, "--json"])
+    plan = json.loads(res.stdout.strip().splitlines()[-1])
+    assert plan["dry_run"] and plan["study"] == "toy" and plan["totals"]["new"] == 2
+    assert [r["iters"] for r in plan["runs"]] == [7, 7]
+    bad = CliRunner().invoke(app, ["study", "toy", "--preset", toy_study, "--set", "sizess=['L1']", "--dry-run"])
+    assert bad.exit_code != 0 and "sizess" in str(bad.exception)
+
+
+@pytest.mark.slow
+def test_study_runs_with_json_and_reuses(toy_study, tmp_path):
+    from typer.testing import CliRunner
+
+    from scalelab.cli import app
+
+    args = ["study", "toy", "--preset", toy_study, "--workdir", str(tmp_path / "w"), "--json"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    res = json.loads(first.stdout.strip().splitlines()[-1])
+    assert res["ran"] == 2 and res["failed"] == 0 and res["report"].endswith("toy.html")
+    assert "toy-size=L2" in first.stderr  # progress and per-run lines on stderr, also with --json
+    again = CliRunner().invoke(app, args[:-1])  # the text summary, printed literally
+    assert again.exit_code == 0, again.output
+    assert "toy: 2 runs [bold]m[/]x" in again.stdout and "2 already done, 0 ran" in again.stdout

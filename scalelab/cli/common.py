@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from scalelab.plain import to_plain
+
 DEFAULT_WORKDIR = os.environ.get("SCALELAB_WORKDIR", "scalelab-work")
 
 WorkdirOpt = typer.Option(DEFAULT_WORKDIR, "--workdir", "-w", envvar="SCALELAB_WORKDIR",
@@ -45,24 +47,9 @@ def show_progress() -> bool:
     return sys.stderr.isatty()
 
 
-def plain(value: Any) -> Any:
-    """JSON-safe data: tuples to lists, NumPy/torch scalars and arrays to Python, NaN and infinities to null."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "tolist"):  # NumPy / torch scalars and arrays, without importing either
-        return plain(value.tolist())
-    return str(value)
-
-
 def print_json(obj: Any) -> None:
     """One JSON object on one stdout line (scripts read the last line)."""
-    print(json.dumps(plain(obj), allow_nan=False), flush=True)
+    print(json.dumps(to_plain(obj), allow_nan=False, default=str), flush=True)
 
 
 def fmt(value: Any, spec: str = ".4g", missing: str = "") -> str:

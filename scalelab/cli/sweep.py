@@ -90,7 +90,8 @@ def report_cmd(
     if not groups:
         raise UserError(f"no sweeps in {workdir}; run `scalelab sweep SPEC.toml` first")
     reports = {}
-    for g in groups:
+    for i, g in enumerate(groups, 1):
+        note(f"[{i}/{len(groups)}] {g}: fitting the laws ({bootstrap} bootstrap refits) and drawing the report")
         _, path = report_sweep(workdir, g, bootstrap)
         reports[g] = str(path)
         if not json_out:
