@@ -197,7 +197,12 @@ def test_report_paths_stay_in_the_work_directory(tmp_path):
     from scalelab.report import report_path
 
     assert report_path(tmp_path, "scaling-quick") == tmp_path / "reports" / "scaling-quick.html"
-    assert report_path(tmp_path, "m[x] y").name == "m-x-y.html"
+    assert report_path(tmp_path, "scaling-size=L2-C=1e+13").name == "scaling-size=L2-C=1e+13.html"
+    try:  # brackets and spaces: slugified, or refused once scalelab.names is in
+        odd = report_path(tmp_path, "m[x] y")
+        assert odd.parent == tmp_path / "reports" and not set("[] ") & set(odd.name)
+    except UserError:
+        pass
     for bad in ("../x", "a/b", "a\\b", "..", ".hidden", "", "a\nb", "/tmp/x"):
         with pytest.raises(UserError):
             report_path(tmp_path, bad)
