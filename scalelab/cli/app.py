@@ -1,7 +1,8 @@
 """The `scalelab` command line: parse, call the library, print. No science here.
 
 Each command group lives in its own module of this package; `main` turns every user mistake (a
-`UserError`, or a usage error found by the parser) into a short message on stderr and exit status 2.
+`UserError`, or a usage error found by the parser) into a short message on stderr and exit status 2;
+a bare command group prints its help and exits 0, as `--help` does.
 """
 
 from __future__ import annotations
