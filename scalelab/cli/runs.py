@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -29,6 +30,8 @@ def train_cmd(
 
     cfg = load_preset(preset, set_) if preset else load_config(config, set_)
     summary = train(cfg, workdir, resume=resume, progress=_progress())
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one process speaks for the run
+        return
     if summary["status"] == "interrupted":
         note(f"interrupted at step {summary['iters']}; resume with: scalelab train "
              f"{config or ''} --resume {summary['run_id']} --workdir {workdir}")  # fmt: skip

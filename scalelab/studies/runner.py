@@ -91,6 +91,7 @@ def run_study(
     console: Console | None = None,
 ) -> dict:
     """Run a study end to end and return plain data (see the module docstring); a dry run only plans."""
+    from scalelab.report import report_path
     from scalelab.store import RunStore
     from scalelab.sweep.run import execute
 
@@ -115,7 +116,7 @@ def run_study(
     store = RunStore.in_workdir(workdir)
     results = module.analyze(store, config)
     summary = module.summary(results)
-    path = workdir / "reports" / f"{config.name}.html"
+    path = report_path(workdir, config.name)
     write_study_report(module, name, config, results, store, summary, path)
     return head | counts | {"results": to_plain(results), "summary": summary, "report": str(path),
                             "wall_s": time.perf_counter() - t0}  # fmt: skip
