@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -29,11 +30,15 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def rng_state() -> dict:
+    """Every RNG's state as plain data (tensors, numbers, strings, lists): loadable with weights_only."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},  # fmt: skip
+        "python": {"version": version, "state": list(mt), "gauss_next": gauss_next},
     }
 
 
@@ -41,8 +46,33 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))  # fmt: skip
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
+
+
+def save_state(state: dict, path: Path) -> None:
+    """Optimizer, RNG and data-position state; only plain data, so that `load_state` needs no pickle code."""
+    torch.save(state, path)
+
+
+def load_state(path: Path, device: str | torch.device = "cpu") -> dict:
+    """Read a `state.pt` with torch's weights-only unpickler: tensors, numbers, strings, lists and dicts.
+
+    Anything else (an object whose unpickling would import and call code) is refused: a checkpoint
+    can come from a shared work directory, and unpickling a crafted one runs arbitrary commands.
+    """
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path} holds more than plain data (tensors, numbers, strings, lists, dicts); refusing to load "
+            f"it, since unpickling it could run code ({first[:200]}). If you did not write this file, delete "
+            "it; a checkpoint written by an older scalelab cannot be resumed: start a new run"
+        ) from None
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, model: GPT, tokenizer, state: dict, keep: int = 1) -> Path:
@@ -53,7 +83,7 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: GPT, tokenizer, state: dic
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model(model, str(tmp / "model.safetensors"))
-    torch.save(state, tmp / "state.pt")
+    save_state(state, tmp / "state.pt")
     (tmp / "model.json").write_text(json.dumps(model.cfg.to_dict()))
     tk.save_spec(tokenizer, tmp / "tokenizer.json")
     if final.exists():

@@ -27,7 +27,7 @@ from scalelab.model.gpt import GPT
 from scalelab.model.sizes import resolve
 from scalelab.store import RunStore
 from scalelab.train import distributed as dd
-from scalelab.train.checkpoint import latest_checkpoint, rng_state, save_checkpoint, set_rng_state
+from scalelab.train.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
 from scalelab.train.optim import build_optimizers, set_lr
 from scalelab.train.progress import TrainProgress
 from scalelab.train.record import FileRecorder, StoreRecorder
@@ -337,7 +337,7 @@ class _Run:
         from safetensors.torch import load_model
 
         load_model(model, str(path / "model.safetensors"), device=str(self.device))
-        full = torch.load(path / "state.pt", map_location=self.device, weights_only=False)
+        full = load_state(path / "state.pt", self.device)
         for opt, sd in zip(opts, full["optimizers"]):
             opt.load_state_dict(sd)
         sampler.load_state_dict(full["sampler"])
