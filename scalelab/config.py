@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from scalelab.errors import UserError
+from scalelab.names import check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -144,9 +145,15 @@ class RunConfig(_Strict):
     """One training run: name, data, model, training. Saved verbatim with the run."""
 
     name: str = "run"
+    """Label of the run (letters, digits, '._-=+'); runs are stored by id, several may share a name."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return _as_value_error(check_name, v, "name")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -159,6 +166,14 @@ class RunConfig(_Strict):
         d["train"].pop("threads", None)
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _as_value_error(check, *args):
+    """Run a check that raises UserError inside a pydantic validator (which reports ValueErrors)."""
+    try:
+        return check(*args)
+    except UserError as e:
+        raise ValueError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- loading

@@ -139,9 +139,13 @@ class RunStore:
     # ------------------------------------------------------------------ reading
     def get_run(self, run_id: str) -> dict | None:
         """A run by id or unique id prefix or name (the newest run of that name)."""
+        if not run_id:
+            return None
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            rows = self.conn.execute("SELECT * FROM runs WHERE id LIKE ?", (run_id + "%",)).fetchall()
+        if row is None:  # a literal prefix (not LIKE, where '%' and '_' would match any run)
+            rows = self.conn.execute(
+                "SELECT * FROM runs WHERE substr(id, 1, ?) = ?", (len(run_id), run_id)
+            ).fetchall()
             if len(rows) > 1:
                 raise UserError(f"run id prefix {run_id!r} is ambiguous: {[r['id'] for r in rows][:5]}")
             row = rows[0] if rows else None

@@ -47,3 +47,35 @@ def test_crafted_pickle_state_is_refused_and_runs_nothing(tiny_cfg, tmp_path):
         train(tiny_cfg(), tmp_path, resume=part["run_id"], progress=False)
     assert not marker.exists()
     assert RunStore.in_workdir(tmp_path).get_run(part["run_id"])["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("name", ["../../../../tmp/x/pwned", "m[/]x", "a b", ".hidden", "x" * 101, "", "a\nb"])
+def test_path_like_names_are_refused(name):
+    from scalelab.config import load_config
+    from scalelab.names import check_name
+    from scalelab.sweep.spec import SweepSpec
+
+    with pytest.raises(UserError):
+        check_name(name, "name")
+    with pytest.raises(UserError, match="name"):
+        load_config(None, [f"name='{name}'"] if "\n" not in name else ["name='a\\nb'"])
+    with pytest.raises(Exception, match="sweep name"):
+        SweepSpec(name=name)
+
+
+def test_good_names_pass():
+    from scalelab.names import check_name
+
+    for name in ("run", "scaling-size=L2-C=1e+13", "a.b_c-1"):
+        assert check_name(name, "name") == name
+
+
+def test_run_id_prefix_is_literal_not_a_pattern(tmp_path):
+    store = RunStore.in_workdir(tmp_path)
+    a = store.create_run("a", {}, "h1")
+    store.create_run("b", {}, "h2")
+    assert store.get_run("%") is None and store.get_run("_") is None and store.get_run("") is None
+    assert store.get_run(a[:-1])["id"] == a
+    with pytest.raises(UserError, match="ambiguous"):
+        store.get_run(a[:7])  # both share the date prefix 'YYMMDD-'
+    assert store.get_run(a)["id"] == a and store.get_run("b")["name"] == "b"
