@@ -8,6 +8,11 @@ Tables:
 
 Every number in a report traces back to a run id here. Writes are short transactions in WAL
 mode, so readers never see a half-written run.
+
+Statuses are reported as they truly are (`scalelab.lease.effective_status`): a `running` run whose
+owner process is gone (its lease on `runs/<id>/lock` is free) reads as `interrupted`, and a run
+whose lease is held reads as `running` with its `holder` (pid, host); the stored value is left as
+it is until the run is resumed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from scalelab.errors import UserError
+from scalelab.lease import effective_status
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -153,23 +159,29 @@ class RunStore:
             row = self.conn.execute(
                 "SELECT * FROM runs WHERE name = ? ORDER BY created_at DESC LIMIT 1", (run_id,)
             ).fetchone()
-        return _row_dict(row) if row is not None else None
+        return self._row_dict(row) if row is not None else None
 
     def find_runs(self, config_hash: str | None = None, status: str | None = None, group: str | None = None):
         sql, args = "SELECT * FROM runs WHERE 1=1", []
-        for col, val in (("config_hash", config_hash), ("status", status), ("grp", group)):
+        for col, val in (("config_hash", config_hash), ("grp", group)):  # status: filtered as it truly is
             if val is not None:
                 sql += f" AND {col} = ?"
                 args.append(val)
-        return [_row_dict(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
+        rows = [self._row_dict(r) for r in self.conn.execute(sql + " ORDER BY created_at", args)]
+        return [r for r in rows if status is None or r["status"] == status]
 
     def list_runs(self, columns: list[str], group: str | None = None) -> list[dict]:
         """Selected columns of every run (or of one group), oldest first, as dicts."""
         bad = [c for c in columns if c not in ("id", "config_hash", "created_at", *RUN_COLUMNS)]
         if bad:
             raise KeyError(f"unknown run columns {bad}")
-        sql = f"SELECT {', '.join(columns)} FROM runs" + (" WHERE grp = ?" if group else "") + " ORDER BY created_at"
-        return [dict(r) for r in self.conn.execute(sql, (group,) if group else ())]
+        cols = columns if "id" in columns or "status" not in columns else [*columns, "id"]
+        sql = f"SELECT {', '.join(cols)} FROM runs" + (" WHERE grp = ?" if group else "") + " ORDER BY created_at"
+        rows = [dict(r) for r in self.conn.execute(sql, (group,) if group else ())]
+        if "status" in columns:
+            for r in rows:
+                r["status"] = effective_status(r["status"], self.run_dir(r["id"]))[0]
+        return [{c: r[c] for c in columns} for r in rows]
 
     def metric_series(self, run_ids: Iterable[str], split: str, name: str) -> dict[str, list[tuple]]:
         """{run id: [(step, tokens, flops, value), ...]} for one metric, without pandas."""
@@ -185,7 +197,10 @@ class RunStore:
         import pandas as pd
 
         sql = "SELECT * FROM runs" + (" WHERE grp = ?" if group else "") + " ORDER BY created_at"
-        return pd.read_sql_query(sql, self.conn, params=(group,) if group else ())
+        df = pd.read_sql_query(sql, self.conn, params=(group,) if group else ())
+        if len(df):
+            df["status"] = [effective_status(s, self.run_dir(i))[0] for s, i in zip(df["status"], df["id"])]
+        return df
 
     def metrics_df(self, run_ids: Iterable[str] | None = None, name: str | None = None):
         import pandas as pd
@@ -200,9 +215,13 @@ class RunStore:
             args.append(name)
         return pd.read_sql_query(sql + " ORDER BY run_id, step", self.conn, params=args)
 
+    def run_dir(self, run_id: str) -> Path:
+        """The run's folder (checkpoints, lease, progress) beside the store."""
+        return self.path.parent / "runs" / run_id
 
-def _row_dict(row: sqlite3.Row) -> dict:
-    d = dict(row)
-    d["config"] = json.loads(d["config"])
-    d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
-    return d
+    def _row_dict(self, row: sqlite3.Row) -> dict:
+        d = dict(row)
+        d["config"] = json.loads(d["config"])
+        d["summary"] = json.loads(d["summary"]) if d.get("summary") else {}
+        d["status"], d["holder"] = effective_status(d["status"], self.run_dir(d["id"]))
+        return d

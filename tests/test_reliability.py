@@ -79,3 +79,168 @@ def test_run_id_prefix_is_literal_not_a_pattern(tmp_path):
     with pytest.raises(UserError, match="ambiguous"):
         store.get_run(a[:7])  # both share the date prefix 'YYMMDD-'
     assert store.get_run(a)["id"] == a and store.get_run("b")["name"] == "b"
+
+
+# ----------------------------------------------------------------------------- signals, kills, owners
+
+
+def _cli(workdir, *args, resume=None, **extra):
+    """The `scalelab train` command line of a tiny config (the console script, as a user runs it)."""
+    import shutil
+
+    from tests.conftest import tiny_overrides
+
+    cmd = [shutil.which("scalelab") or "scalelab", "train", "--workdir", str(workdir), "--json", *args]
+    for o in tiny_overrides(**extra):
+        cmd += ["--set", o]
+    return cmd + (["--resume", resume] if resume else [])
+
+
+def _wait_for(predicate, proc=None, timeout=120.0):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    return False
+
+
+LONG = dict(train__iters="100000", train__schedule="'constant'", train__log_every="1")
+
+
+def _only_run(workdir) -> dict:
+    runs = RunStore.in_workdir(workdir).find_runs()
+    assert len(runs) == 1, [r["id"] for r in runs]
+    return runs[0]
+
+
+def _has_checkpoint(workdir) -> bool:
+    return any((workdir / "runs").glob("*/ckpt/latest")) if (workdir / "runs").exists() else False
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_then_exits_interrupted(tmp_path):
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(_cli(tmp_path, **LONG), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: _has_checkpoint(tmp_path), proc), proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    import json
+
+    summary = json.loads(out.splitlines()[-1])
+    run = _only_run(tmp_path)
+    assert run["status"] == "interrupted" and run["holder"] is None
+    ckpt = latest_checkpoint(tmp_path / "runs" / run["id"] / "ckpt")
+    assert ckpt.name == f"step_{summary['iters']:08d}"  # the step it stopped at, not the last periodic one
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_the_exact_curve(tiny_cfg, tmp_path):
+    import signal
+    import subprocess
+
+    wd = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(wd, **LONG), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: _has_checkpoint(wd), proc), proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    run = _only_run(wd)
+    assert run["status"] == "interrupted"  # stored 'running', but its owner is gone
+    ckpt_step = int(latest_checkpoint(wd / "runs" / run["id"] / "ckpt").name.split("_")[1])
+    iters = str(ckpt_step + 12)
+    resumed = train(tiny_cfg(**(LONG | {"train__iters": iters})), wd, resume=run["id"], progress=False)
+    full = train(tiny_cfg(**(LONG | {"train__iters": iters})), tmp_path / "whole", progress=False)
+    assert resumed["status"] == "completed" and resumed["iters"] == int(iters)
+    a = _curve(tmp_path / "whole", full["run_id"])
+    b = _curve(wd, run["id"])
+    assert sorted(a) == sorted(b) == list(range(1, int(iters) + 1))
+    assert all(a[k] == b[k] for k in a), [(k, a[k], b[k]) for k in a if a[k] != b[k]][:5]
+    assert resumed["final_val_loss"] == full["final_val_loss"]
+
+
+def _curve(workdir, run_id, split="train", name="loss"):
+    rows = RunStore.in_workdir(workdir).conn.execute(
+        "SELECT step, value FROM metrics WHERE run_id = ? AND split = ? AND name = ?", (run_id, split, name)
+    ).fetchall()
+    return {s: v for s, v in rows}
+
+
+@pytest.mark.slow
+def test_concurrent_resume_one_trains_the_other_is_refused(tiny_cfg, tmp_path):
+    import signal
+    import subprocess
+
+    part = train(tiny_cfg(**LONG), tmp_path, progress=False, stop_after=10)
+    procs = [subprocess.Popen(_cli(tmp_path, resume=part["run_id"], **LONG), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    try:
+        assert _wait_for(lambda: any(p.poll() is not None for p in procs), timeout=180)
+        loser = next(p for p in procs if p.poll() is not None)
+        winner = next(p for p in procs if p is not loser)
+        _, err = loser.communicate()
+        assert loser.returncode == 2, err[-2000:]
+        assert "being trained right now by pid" in err and str(winner.pid) in err
+        assert "Traceback" not in err
+        assert RunStore.in_workdir(tmp_path).get_run(part["run_id"])["holder"]["pid"] == winner.pid
+        winner.send_signal(signal.SIGTERM)
+        winner.communicate(timeout=60)
+        assert winner.returncode == 130
+    finally:
+        for p in procs:
+            p.kill()
+    store = RunStore.in_workdir(tmp_path)
+    assert len(store.find_runs()) == 1 and store.get_run(part["run_id"])["status"] == "interrupted"
+    dupes = store.conn.execute(
+        "SELECT step, split, name, COUNT(*) FROM metrics GROUP BY step, split, name HAVING COUNT(*) > 1"
+    ).fetchall()
+    assert not dupes, dupes[:5]
+
+
+def test_lease_held_refuses_training_and_busy_runs_are_not_swept(tiny_cfg, tmp_path):
+    import os
+
+    from scalelab.errors import RunBusy
+    from scalelab.lease import RunLease
+    from scalelab.sweep.run import classify
+    from scalelab.sweep.spec import PlannedRun
+
+    part = train(tiny_cfg(), tmp_path, progress=False, stop_after=10)
+    store = RunStore.in_workdir(tmp_path)
+    cfg = tiny_cfg()
+    store.update_run(part["run_id"], grp="g")
+    planned = PlannedRun(cfg.name, cfg, {}, 1, 1, 1, 1, 30)
+    with RunLease(tmp_path / "runs" / part["run_id"], part["run_id"]):
+        with pytest.raises(RunBusy, match=f"pid {os.getpid()}"):
+            train(tiny_cfg(), tmp_path, resume=part["run_id"], progress=False)
+        row = store.get_run(part["run_id"])
+        assert row["status"] == "running" and row["holder"]["pid"] == os.getpid()
+        tasks, done = classify([planned], store, "g", retry_failed=False)
+        assert tasks == [] and done[0][1]["id"] == part["run_id"] and len(store.find_runs()) == 1
+    tasks, _ = classify([planned], store, "g", retry_failed=False)
+    assert [(t.run_id, t.action) for t in tasks] == [(part["run_id"], "resume")]
+
+
+def test_an_exception_marks_the_run_failed_with_its_text(tiny_cfg, tmp_path):
+    from scalelab.lease import lease_holder
+
+    def boom(model, step):
+        raise ValueError("disk on fire")
+
+    with pytest.raises(ValueError, match="disk on fire"):
+        train(tiny_cfg(), tmp_path, progress=False, extra_evals=[boom])
+    run = _only_run(tmp_path)
+    assert run["status"] == "failed" and "disk on fire" in run["error"]
+    assert lease_holder(tmp_path / "runs" / run["id"]) is None

@@ -13,7 +13,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from scalelab.data.batches import RandomWindows, SequentialEpochs, eval_windows
 from scalelab.data.shards import prepare_shards
 from scalelab.errors import RunDiverged, UserError
 from scalelab.flops import flops_per_token, mfu, peak_flops
+from scalelab.lease import RunLease
 from scalelab.model.gpt import GPT
 from scalelab.model.sizes import resolve
 from scalelab.store import RunStore
@@ -63,15 +64,18 @@ def evaluate(model: GPT, windows, device: torch.device, ctx, d: dd.Dist) -> floa
 
 
 class _StopFlag:
-    """First Ctrl-C asks the loop to checkpoint and stop at the next step; a second one aborts."""
+    """SIGINT (Ctrl-C) or SIGTERM (what SLURM and Kubernetes send before killing) asks the loop to
+    checkpoint and stop at the next step; a second signal aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.set = False
-        self._old = None
+        self._old: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
@@ -80,8 +84,8 @@ class _StopFlag:
         self.set = True
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def train(
@@ -118,7 +122,8 @@ def train(
     try:
         run = _Run(cfg, workdir, device, d, resume, group, target_val_loss, progress, extra_evals, stop_after,
                    run_id, record)  # fmt: skip
-        return run.go()
+        with run.owned():
+            return run.go()
     finally:
         dd.teardown(d)
 
@@ -149,6 +154,29 @@ class _Run:
             self.rec = StoreRecorder(self.store, self.run_id) if record == "store" else FileRecorder(self.run_dir)
         self.progress = TrainProgress(enabled=progress and d.main)
         self.accounting = None
+        self.resumed = bool(resume or (given_id and self.resume_from is not None))
+        self.started = False  # set once the run is recorded as running (its checkpoint loaded)
+        self.recorded = False  # set once _finish wrote the outcome
+        self.stop = _StopFlag()
+
+    @contextmanager
+    def owned(self):
+        """Hold the run's lease while training; an exception marks the run failed (with its text) and
+        a second Ctrl-C / SIGTERM marks it interrupted, then the exception goes on."""
+        lease = RunLease(self.run_dir, self.run_id).acquire() if self.d.main else None
+        try:
+            with self.stop:  # from here a signal checkpoints: the loop checks the flag after each step
+                yield
+        except BaseException as e:
+            if self.d.main and not self.recorded and (self.started or not self.resumed):
+                aborted = isinstance(e, KeyboardInterrupt)
+                self.rec.update(status="interrupted" if aborted else "failed", finished_at=time.time(),
+                                error=None if aborted else f"{type(e).__name__}: {e}")  # fmt: skip
+            raise
+        finally:
+            self.progress.stop()
+            if lease is not None:
+                lease.release()
 
     # ------------------------------------------------------------------ run record
     def _open_run(self, resume: str | None, group: str | None) -> str:
@@ -211,6 +239,7 @@ class _Run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
             self.rec.update(status="running", started_at=time.time(), error=None)
+            self.started = True
             if self.resume_from is not None:
                 self.rec.truncate(state["step"])
             else:
@@ -254,7 +283,8 @@ class _Run:
         wall0 = time.perf_counter()
         mark = wall0
         window_tokens, window_time = 0, 0.0
-        with _StopFlag() as stop:
+        stop = self.stop
+        if True:
             try:
                 while step < iters:
                     set_lr(opts, lr_factor(step, iters, tc.warmup_iters, tc.schedule, tc.min_lr / tc.lr,
@@ -359,6 +389,7 @@ class _Run:
             "world_size": self.d.world, "run_dir": str(self.run_dir), "repetition": self.accounting,
         }  # fmt: skip
         if self.d.main:
+            self.recorded = True
             self.rec.update(
                 status=status, error=error, finished_at=time.time(), tokens=state["tokens"],
                 flops=state["tokens"] * fpt, final_train_loss=state["last_train_est"],
