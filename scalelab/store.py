@@ -129,6 +129,12 @@ class RunStore:
         with self.conn:
             self.conn.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
 
+    def update_config(self, run_id: str, config: dict, config_hash: str) -> None:
+        """Replace a run's config and hash (a run resumed with changed training settings)."""
+        with self.conn:
+            self.conn.execute("UPDATE runs SET config = ?, config_hash = ? WHERE id = ?",
+                              (json.dumps(config), config_hash, run_id))  # fmt: skip
+
     def log_metrics(self, run_id: str, rows: Iterable[tuple[int, int, float, str, str, float]]) -> None:
         """rows of (step, tokens, flops, split, name, value)."""
         with self.conn:

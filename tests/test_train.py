@@ -149,3 +149,14 @@ def test_evaluation_windows_do_not_depend_on_the_training_seed(tiny_cfg, tmp_pat
     for s in ("1", "2"):
         train(tiny_cfg(train__seed=s, train__iters="2"), tmp_path / s, progress=False)
     assert seeds[:2] == seeds[2:4] == [1337, 1338]
+
+
+def test_resume_with_changed_settings_records_what_ran(tiny_cfg, tmp_path):
+    part = train(tiny_cfg(), tmp_path, progress=False, stop_after=10)
+    cfg2 = tiny_cfg(train__lr="5e-4", train__iters="40")
+    s = train(cfg2, tmp_path, resume=part["run_id"], progress=False)
+    run = RunStore.in_workdir(tmp_path).get_run(part["run_id"])
+    assert run["config"]["train"]["lr"] == 5e-4 and run["config_hash"] == cfg2.config_hash()
+    (change,) = s["config_history"]
+    assert change["step"] == 10 and change["changes"]["train.lr"] == [1e-3, 5e-4]
+    assert change["changes"]["train.iters"] == [30, 40] and run["summary"]["config_history"] == [change]

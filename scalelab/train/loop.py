@@ -32,7 +32,7 @@ from scalelab.train.checkpoint import latest_checkpoint, load_state, rng_state, 
 from scalelab.train.optim import build_optimizers, set_lr
 from scalelab.train.progress import TrainProgress
 from scalelab.train.record import FileRecorder, StoreRecorder
-from scalelab.train.resume import check_resumable
+from scalelab.train.resume import check_resumable, config_change
 from scalelab.train.schedule import lr_factor
 
 
@@ -142,6 +142,7 @@ class _Run:
                 self.shards = prepare_shards(cfg.data, workdir / "cache", progress=False)
         self.gpt_cfg = resolve(cfg.model, self.shards.vocab_size)
         self.store = RunStore.in_workdir(workdir) if d.main and record == "store" else None
+        self.prior: dict | None = None  # the store row of a run being resumed by name or id
         run_id = given_id
         if d.main and given_id is None:
             run_id = self._open_run(resume, group)
@@ -158,6 +159,7 @@ class _Run:
         self.started = False  # set once the run is recorded as running (its checkpoint loaded)
         self.recorded = False  # set once _finish wrote the outcome
         self.stop = _StopFlag()
+        self.config_history: list = []
 
     @contextmanager
     def owned(self):
@@ -186,6 +188,7 @@ class _Run:
             if prior is None:
                 raise UserError(f"no run {resume!r} in {store.path}; see `scalelab runs`")
             check_resumable(prior["config"], cfg, self.gpt_cfg)
+            self.prior = prior
             if prior["status"] == "completed" and (cfg.train.iters or 0) <= prior["summary"].get("iters", 0):
                 raise UserError(f"run {prior['id']} already completed; raise train.iters to train it further")
             return prior["id"]
@@ -196,6 +199,17 @@ class _Run:
             flops_per_token=self._flops_per_token(counts),
         )  # fmt: skip
         return run_id
+
+    def _record_config(self, step: int) -> None:
+        """Resumed with other settings: the store gets the config that runs now, the summary its history."""
+        if self.prior is None:
+            return
+        self.config_history = list(self.prior["summary"].get("config_history", []))
+        change = config_change(self.prior["config"], self.cfg, step)
+        if change is not None:
+            self.config_history.append(change)
+            self.store.update_config(self.run_id, self.cfg.to_dict(), self.cfg.config_hash())
+            self.rec.update(summary=self.prior["summary"] | {"config_history": self.config_history})
 
     def _flops_per_token(self, counts: dict) -> int:
         g = self.gpt_cfg
@@ -238,6 +252,7 @@ class _Run:
         if d.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+            self._record_config(state["step"])
             self.rec.update(status="running", started_at=time.time(), error=None)
             self.started = True
             if self.resume_from is not None:
@@ -387,6 +402,7 @@ class _Run:
             "time_to_target_s": state["time_to_target"], "target_val_loss": self.target,
             "mfu": mfu(fpt, tps, peak * self.d.world if peak else None), "device": str(self.device),
             "world_size": self.d.world, "run_dir": str(self.run_dir), "repetition": self.accounting,
+            "config_history": self.config_history,
         }  # fmt: skip
         if self.d.main:
             self.recorded = True
