@@ -244,3 +244,124 @@ def test_an_exception_marks_the_run_failed_with_its_text(tiny_cfg, tmp_path):
     run = _only_run(tmp_path)
     assert run["status"] == "failed" and "disk on fire" in run["error"]
     assert lease_holder(tmp_path / "runs" / run["id"]) is None
+
+
+# ----------------------------------------------------------------------------- corrupt files
+
+
+def _truncate(path, keep=100):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+def test_corrupt_latest_checkpoint_warns_and_falls_back(tiny_cfg, tmp_path):
+    from scalelab.train.checkpoint import CheckpointWarning
+
+    part = train(tiny_cfg(), tmp_path, progress=False, stop_after=25)
+    ckpt_dir = tmp_path / "runs" / part["run_id"] / "ckpt"
+    assert sorted(p.name for p in ckpt_dir.glob("step_*")) == ["step_00000020", "step_00000025"]
+    _truncate(ckpt_dir / "step_00000025" / "model.safetensors")
+    with pytest.warns(CheckpointWarning, match="step_00000025.*model.safetensors"):
+        assert latest_checkpoint(ckpt_dir).name == "step_00000020"
+    with pytest.warns(CheckpointWarning):
+        s = train(tiny_cfg(), tmp_path, resume=part["run_id"], progress=False)
+    assert s["status"] == "completed" and s["iters"] == 30
+    steps = RunStore.in_workdir(tmp_path).conn.execute(
+        "SELECT step FROM metrics WHERE run_id = ? AND split = 'train' AND name = 'loss'", (part["run_id"],)
+    ).fetchall()
+    assert sorted(r[0] for r in steps) == sorted({r[0] for r in steps})  # no step logged twice
+
+
+def test_no_intact_checkpoint_is_a_user_error(tiny_cfg, tmp_path):
+    part = train(tiny_cfg(), tmp_path, progress=False, stop_after=10)
+    ckpt_dir = tmp_path / "runs" / part["run_id"] / "ckpt"
+    _truncate(ckpt_dir / "step_00000010" / "state.pt")
+    with pytest.raises(UserError, match="no intact checkpoint.*state.pt"):
+        train(tiny_cfg(), tmp_path, resume=part["run_id"], progress=False)
+
+
+def test_sample_of_a_truncated_checkpoint_is_a_clear_error(tiny_cfg, tmp_path):
+    import subprocess
+
+    part = train(tiny_cfg(), tmp_path, progress=False, stop_after=10)
+    step = tmp_path / "runs" / part["run_id"] / "ckpt" / "step_00000010"
+    _truncate(step / "model.safetensors")
+    from scalelab.sampling import sample_text
+
+    with pytest.raises(UserError, match="corrupt"):
+        sample_text(str(step), "", 5, 1.0, None, 0, tmp_path)
+    with pytest.raises(UserError, match="no intact checkpoint"):
+        sample_text(part["run_id"], "", 5, 1.0, None, 0, tmp_path)
+    import shutil
+
+    r = subprocess.run([shutil.which("scalelab") or "scalelab", "sample", str(step), "-n", "3"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "corrupt" in r.stderr
+
+
+def test_tokenizer_or_weights_of_another_model_are_refused(tiny_cfg, tmp_path):
+    from scalelab.data import tokenizers as tk
+    from scalelab.train.checkpoint import load_for_inference, write_manifest
+
+    part = train(tiny_cfg(), tmp_path / "a", progress=False, stop_after=10)
+    other = train(tiny_cfg(model__n_embd="64"), tmp_path / "b", progress=False, stop_after=10)
+    step = tmp_path / "a" / "runs" / part["run_id"] / "ckpt" / "step_00000010"
+    model, tok, info = load_for_inference(part["run_id"], tmp_path / "a")
+    assert info["step"] == 10 and info["run_id"] == part["run_id"] and tok.kind == "byte"
+
+    tk.save_spec(tk.CharTokenizer("abcdef"), step / "tokenizer.json")  # a mixed-up tokenizer, checksums redone
+    write_manifest(step)
+    with pytest.raises(UserError, match="trained with a byte tokenizer of 257 tokens"):
+        load_for_inference(step)
+    tk.save_spec(tk.CharTokenizer("".join(chr(i) for i in range(32, 400))), step / "tokenizer.json")
+    write_manifest(step)
+    with pytest.raises(UserError, match="belongs to another model"):
+        load_for_inference(step)
+
+    tk.save_spec(tk.ByteTokenizer(), step / "tokenizer.json")
+    big = tmp_path / "b" / "runs" / other["run_id"] / "ckpt" / "step_00000010" / "model.safetensors"
+    (step / "model.safetensors").write_bytes(big.read_bytes())
+    write_manifest(step)
+    with pytest.raises(UserError, match="do not fit the model"):
+        load_for_inference(step)
+    (step / "manifest.json").unlink()  # an older checkpoint without checksums: the same checks hold
+    with pytest.raises(UserError, match="do not fit the model"):
+        load_for_inference(step)
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+def test_read_only_store_serves_reads_and_refuses_writes(tiny_cfg, tmp_path, monkeypatch):
+    import os
+
+    part = train(tiny_cfg(), tmp_path, progress=False, stop_after=10)
+    ro = RunStore.in_workdir(tmp_path, readonly=True)
+    assert ro.get_run(part["run_id"])["status"] == "interrupted"
+    with pytest.raises(UserError, match="read-only"):
+        ro.update_run(part["run_id"], status="failed")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK else real(p, mode))
+    auto = RunStore.in_workdir(tmp_path)  # an unwritable store opens read-only by itself
+    assert auto.readonly and auto.list_runs(["id", "status"]) == [{"id": part["run_id"], "status": "interrupted"}]
+    from scalelab.sampling import sample_text
+
+    assert isinstance(sample_text(part["run_id"][:8], "", 5, 1.0, None, 0, tmp_path), str)
+
+
+def test_broken_work_directories_are_clear_errors(tiny_cfg, tmp_path):
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "scalelab.db").write_bytes(b"this is no database" * 100)
+    for readonly in (False, True):
+        with pytest.raises(UserError, match="not a usable scalelab run store"):
+            RunStore.in_workdir(tmp_path / "garbage", readonly=readonly)
+    (tmp_path / "dir" / "scalelab.db").mkdir(parents=True)
+    with pytest.raises(UserError, match="is a folder"):
+        RunStore.in_workdir(tmp_path / "dir")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        RunStore.in_workdir(tmp_path / "file")
+    with pytest.raises(UserError, match="is a file"):
+        train(tiny_cfg(), tmp_path / "file" / "sub", progress=False)
+    with pytest.raises(UserError, match="no run store"):
+        RunStore.in_workdir(tmp_path / "none", readonly=True)

@@ -26,9 +26,16 @@ from scalelab.flops import flops_per_token, mfu, peak_flops
 from scalelab.lease import RunLease
 from scalelab.model.gpt import GPT
 from scalelab.model.sizes import resolve
-from scalelab.store import RunStore
+from scalelab.store import RunStore, ensure_workdir
 from scalelab.train import distributed as dd
-from scalelab.train.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
+from scalelab.train.checkpoint import (
+    latest_checkpoint,
+    load_state,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from scalelab.train.optim import build_optimizers, set_lr
 from scalelab.train.progress import TrainProgress
 from scalelab.train.record import FileRecorder, StoreRecorder
@@ -111,6 +118,7 @@ def train(
     the driver ingests them, so that only the driver writes the store.
     """
     workdir = Path(workdir)
+    ensure_workdir(workdir)
     tc = cfg.train
     device = resolve_device(tc.device)
     d = dd.setup(device.type)
@@ -379,9 +387,7 @@ class _Run:
         save_checkpoint(self.ckpt_dir, step, model, self.shards.tokenizer, full)
 
     def _load(self, path: Path, model, opts, sampler, state) -> dict:
-        from safetensors.torch import load_model
-
-        load_model(model, str(path / "model.safetensors"), device=str(self.device))
+        load_weights(model, path, self.device)
         full = load_state(path / "state.pt", self.device)
         for opt, sd in zip(opts, full["optimizers"]):
             opt.load_state_dict(sd)
