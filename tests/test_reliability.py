@@ -365,3 +365,59 @@ def test_broken_work_directories_are_clear_errors(tiny_cfg, tmp_path):
         train(tiny_cfg(), tmp_path / "file" / "sub", progress=False)
     with pytest.raises(UserError, match="no run store"):
         RunStore.in_workdir(tmp_path / "none", readonly=True)
+
+
+# ----------------------------------------------------------------------------- bad configuration values
+
+BAD_VALUES = [
+    "train.batch_size=0", "train.eval_every=0", "train.ckpt_every=0", "train.grad_accum=0", "train.eval_batches=0",
+    "train.lr=nan", "train.lr=-1", "train.lr=0", "train.min_lr=-1e-4", "data.val_fraction=1.5",
+    "data.test_fraction=-0.1", "data.val_fraction=0.6", "model.dropout=2", "model.dropout=1", "train.device='tpu9'",
+    "train.device='cuda:x'", "train.threads=-3", "train.iters=0", "train.iters=-1", "name='../x'",
+]  # fmt: skip
+
+
+def _console_main():
+    """The `scalelab` console script's function, found as the installed entry point names it."""
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "scalelab"]
+    return ep.load()
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES)
+def test_bad_config_value_exits_2_before_any_row(bad, tmp_path, monkeypatch, capsys):
+    extra = ["--set", "data.test_fraction=0.5"] if bad == "data.val_fraction=0.6" else []
+    argv = ["scalelab", "train", "--workdir", str(tmp_path), *extra, "--set", bad]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as e:
+        _console_main()()
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert bad.split("=")[0].split(".")[-1] in err and "Traceback" not in err
+    db = tmp_path / "scalelab.db"
+    assert not db.exists() or RunStore(db).find_runs() == []
+
+
+@pytest.mark.slow
+def test_bad_config_values_through_the_console_script(tmp_path):
+    import shutil
+    import subprocess
+
+    for bad in ("train.batch_size=0", "train.lr=nan"):
+        cmd = [shutil.which("scalelab") or "scalelab", "train", "--workdir", str(tmp_path), "--set", bad]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and bad.split("=")[0] in r.stderr, r.stderr[-1500:]
+        db = tmp_path / "scalelab.db"
+        assert not db.exists() or RunStore(db).find_runs() == []
+
+
+def test_model_size_as_a_number_works():
+    from scalelab.config import load_config
+    from scalelab.model.sizes import resolve
+
+    for text in ("1e4", "12288", "'1e4'"):
+        cfg = load_config(None, [f"model.size={text}"])
+        assert resolve(cfg.model, 257).n_layer == 1
+    assert load_config(None, ["model.size=1e6"]).model.size == "1e+06"
+    assert resolve(load_config(None, ["model.size=1e6"]).model, 257).n_layer == 4

@@ -49,6 +49,10 @@ def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"train.device={name!r} but no CUDA device is available; use 'cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"train.device={name!r} but there are {torch.cuda.device_count()} CUDA devices; use 'cuda'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"train.device={name!r} but MPS is not available here; use 'cpu' or 'auto'")
     return dev
 
 
