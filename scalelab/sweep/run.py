@@ -40,13 +40,22 @@ class Task:
 
 
 def classify(runs: list[PlannedRun], store: RunStore, group: str, retry_failed: bool) -> tuple[list[Task], list]:
-    """Tasks to run, and the planned runs already done (with their store rows)."""
+    """Tasks to run, and the planned runs already done (with their store rows).
+
+    Statuses are the store's effective ones: a run whose lease is held by a live process is `running`
+    with a `holder` (pid, host) and is busy: neither resumed nor re-created, it goes with the done
+    runs (status `running`); a `running` run whose owner is gone reads `interrupted` and is resumed.
+    """
     tasks, done = [], []
     for p in runs:
         prior = store.find_runs(config_hash=p.config_hash, group=group)
         finished = [r for r in prior if r["status"] == "completed"]
         if finished:
             done.append((p, finished[-1]))
+            continue
+        busy = [r for r in prior if r.get("holder")]
+        if busy:
+            done.append((p, busy[-1]))
             continue
         live = [r for r in prior if r["status"] in ("created", "running", "interrupted")]
         failed = [r for r in prior if r["status"] == "failed"]

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from scalelab.config import RunConfig, _Strict, apply_overrides, build_config, read_toml
 from scalelab.errors import UserError
+from scalelab.names import check_name
 
 
 class BudgetSpec(_Strict):
@@ -66,6 +67,15 @@ class SweepSpec(_Strict):
     """Evaluations spread over each run (sets train.eval_every), for loss-vs-tokens curves."""
     warmup_fraction: float | None = 0.05
     """If set, train.warmup_iters = this fraction of each run's steps (budgets differ per run)."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        """The name becomes a run group and a report file name: a slug, never a path."""
+        try:
+            return check_name(v, "sweep name")
+        except UserError as e:
+            raise ValueError(str(e)) from None
 
 
 @dataclass
