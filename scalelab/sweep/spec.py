@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -112,8 +113,10 @@ def load_spec(path: str | Path | None, overrides: list[str] | None = None, raw: 
 
 
 def _axis_label(key: str, value: Any) -> str:
+    """`size=L2`, `lr=0.003`: a name part that is a safe file name whatever the value (a path, a list)."""
     short = key.rsplit(".", 1)[-1]
-    return f"{short}={value:g}" if isinstance(value, float) else f"{short}={value}"
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{short}=" + (re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.") or "x")
 
 
 def _set_key(raw: dict, key: str, value: Any) -> None:
