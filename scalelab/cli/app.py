@@ -13,7 +13,7 @@ import sys
 import typer
 from rich.text import Text
 
-from scalelab.cli import runs, sweep
+from scalelab.cli import interop, runs, sweep
 from scalelab.cli.bench import bench_app
 from scalelab.cli.common import err, say
 from scalelab.cli.demo import demo_cmd
@@ -29,6 +29,7 @@ app = typer.Typer(
 )
 runs.register(app)
 sweep.register(app)
+interop.register(app)
 app.command("study")(study_cmd)
 app.command("demo")(demo_cmd)
 app.add_typer(fit_app, name="fit")

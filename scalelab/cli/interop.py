@@ -1,0 +1,64 @@
+"""`scalelab export hf`, `scalelab import hf`: models to and from the Hugging Face format.
+
+    scalelab export hf RUN_OR_CKPT OUT_DIR [--overwrite] [--json] [--workdir DIR]
+    scalelab import hf DIR [--name NAME] [--json] [--workdir DIR]
+
+Both check scalelab's logits against the HF model's before writing anything (needs the `hf` extra).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from scalelab.cli.common import JsonOpt, WorkdirOpt, key_value_table, out, print_json
+
+export_app = typer.Typer(no_args_is_help=True, help="Export models to other formats.")
+import_app = typer.Typer(no_args_is_help=True, help="Import models from other formats as runs.")
+
+
+def _diffs(res: dict) -> dict:
+    return res | {"logit_diff": ", ".join(f"{k} {v:.1e}" for k, v in res["logit_diff"].items())}
+
+
+@export_app.command("hf")
+def export_hf_cmd(
+    run: str = typer.Argument(..., help="Run id / name, run folder, or checkpoint folder."),
+    out_dir: Path = typer.Argument(..., help="Folder to write (must be new or empty)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT_DIR."),
+    workdir: Path = WorkdirOpt,
+    json_out: bool = JsonOpt,
+):
+    """Write a Hugging Face model folder (GPT-2 or Qwen3, safetensors, tokenizer, model card)."""
+    from scalelab.interop.hf_export import export_hf
+
+    res = export_hf(run, out_dir, workdir, overwrite=overwrite)
+    if json_out:
+        print_json(res)
+        return
+    keys = ("out", "hf_class", "run_id", "step", "logit_diff", "seconds")
+    out.print(key_value_table(_diffs(res), keys, "exported"))
+
+
+@import_app.command("hf")
+def import_hf_cmd(
+    source: str = typer.Argument(..., help="A local Hugging Face model folder (GPT-2, or Qwen3 exported by scalelab)."),
+    name: str | None = typer.Option(None, "--name", help="Run name (default: hf-<folder name>)."),
+    workdir: Path = WorkdirOpt,
+    json_out: bool = JsonOpt,
+):
+    """Turn a Hugging Face model folder into a scalelab run (checkpoint + store record)."""
+    from scalelab.interop.hf_import import import_hf
+
+    res = import_hf(source, workdir, name)
+    if json_out:
+        print_json(res)
+        return
+    keys = ("run_id", "name", "hf_model_type", "architecture", "params", "checkpoint", "logit_diff", "seconds")
+    out.print(key_value_table(_diffs(res), keys, "imported"))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(export_app, name="export")
+    app.add_typer(import_app, name="import")
