@@ -160,6 +160,8 @@ class TrainConfig(_Strict):
     seed are scored on the same validation tokens."""
     threads: Positive | None = None
     """torch intra-op threads on CPU; default: all cores."""
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+    """Experiment trackers mirroring the store (local/offline, in the work directory): see interop/trackers.py."""
 
     @field_validator("device")
     @classmethod
@@ -198,6 +200,7 @@ class RunConfig(_Strict):
         d.pop("name", None)
         d["train"].pop("log_every", None)
         d["train"].pop("threads", None)
+        d["train"].pop("trackers", None)
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -62,3 +62,21 @@ def import_hf_cmd(
 def register(app: typer.Typer) -> None:
     app.add_typer(export_app, name="export")
     app.add_typer(import_app, name="import")
+
+
+def runs_export_cmd(
+    to: str = typer.Option(..., "--to", help="'mlflow' or 'tensorboard' (local, in the work directory)."),
+    group: str | None = typer.Option(None, "--group", help="Only the runs of this sweep/study."),
+    run: list[str] | None = typer.Option(None, "--run", help="Only this run (id, prefix or name; repeatable)."),
+    workdir: Path = WorkdirOpt,
+    json_out: bool = JsonOpt,
+):
+    """Backfill a tracker with the finished runs of the store (those already there are skipped)."""
+    from scalelab.cli.common import say
+    from scalelab.interop.backfill import backfill
+
+    res = backfill(workdir, to, group, run)
+    if json_out:
+        print_json(res)
+    else:
+        say(f"exported {len(res['exported'])} runs to {to} in {workdir} ({len(res['skipped'])} skipped)")

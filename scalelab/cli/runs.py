@@ -83,7 +83,23 @@ def runs_cmd(
     out.print(rows_table(rows, f"{len(rows)} runs in {workdir}", left=("id", "name", "grp", "status")))
 
 
+def _runs_group(
+    ctx: typer.Context,
+    workdir: Path = WorkdirOpt,
+    group: str | None = typer.Option(None, "--group", help="Only the runs of this sweep/study."),
+    json_out: bool = JsonOpt,
+):
+    """List the runs in the store (or `runs export --to mlflow|tensorboard`)."""
+    if ctx.invoked_subcommand is None:
+        runs_cmd(workdir, group, json_out)
+
+
 def register(app: typer.Typer) -> None:
+    from scalelab.cli.interop import runs_export_cmd
+
     app.command("train")(train_cmd)
     app.command("sample")(sample_cmd)
-    app.command("runs")(runs_cmd)
+    runs_app = typer.Typer(invoke_without_command=True)
+    runs_app.callback()(_runs_group)
+    runs_app.command("export")(runs_export_cmd)
+    app.add_typer(runs_app, name="runs")

@@ -157,6 +157,7 @@ class _Run:
         self.recorded = False  # set once _finish wrote the outcome
         self.stop = _StopFlag()
         self.config_history: list = []
+        self.trackers = None  # opened in go(), on the main process, when train.trackers names any
 
     @contextmanager
     def owned(self):
@@ -172,6 +173,8 @@ class _Run:
                 aborted = isinstance(e, KeyboardInterrupt)
                 self.rec.update(status="interrupted" if aborted else "failed", finished_at=time.time(),
                                 error=None if aborted else f"{type(e).__name__}: {e}")  # fmt: skip
+            if self.trackers is not None:
+                self.trackers.finish("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", {})
             raise
         finally:
             self.bar.stop()
@@ -288,8 +291,12 @@ class _Run:
                               repeated_w, self.extra_evals, device, ctx, d, self.target)  # fmt: skip
         ckpt = Checkpointer(self.ckpt_dir, tc.ckpt_every, self.shards.tokenizer, self.cfg.to_dict(), enabled=d.main)
         progress_file = ProgressFile(self.run_dir / "progress.json" if d.main else None)
+        if d.main and tc.trackers:
+            from scalelab.interop.trackers import open_trackers
+
+            self.trackers = open_trackers(tc.trackers, self.workdir, self.run_id, self.cfg.name, self.cfg.to_dict())
         logger = MetricLogger(self.rec, tc.log_every, iters, self._tokens_per_step(), fpt, device, self.bar,
-                              progress_file)  # fmt: skip
+                              progress_file, self.trackers)  # fmt: skip
         status, error, first = "running", None, state.step
         self.bar.start(iters, state.step)
         t0 = time.perf_counter()
@@ -352,6 +359,8 @@ class _Run:
                 final_val_loss=state.last_val, summary=summary,
             )  # fmt: skip
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            if self.trackers is not None:
+                self.trackers.finish(status, summary)
         self.bar.stop()
         if status == "failed":
             raise RunDiverged(f"run {self.run_id} failed: {error}; the last good checkpoint is kept in {self.ckpt_dir}")

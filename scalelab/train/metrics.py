@@ -16,7 +16,7 @@ from scalelab.train.state import TrainState
 
 class MetricLogger:
     def __init__(self, rec, log_every: int, iters: int, tokens_per_step: int, flops_per_token: int,
-                 device: torch.device, bar: TrainProgress, progress_file: ProgressFile):  # fmt: skip
+                 device: torch.device, bar: TrainProgress, progress_file: ProgressFile, trackers=None):  # fmt: skip
         self.rec, self.every, self.iters, self.tokens_per_step = rec, log_every, iters, tokens_per_step
         self.fpt, self.device, self.bar, self.file = flops_per_token, device, bar, progress_file
         self.rows: list[tuple] = []
@@ -25,6 +25,7 @@ class MetricLogger:
         self.loss: float | None = None
         self.val: float | None = None
         self._published: tuple | None = None
+        self.trackers = trackers  # scalelab.interop.trackers.Trackers: mirrors of the flushed rows, never failing
 
     def due(self, step: int, also: bool = False) -> bool:
         return step % self.every == 0 or step == 1 or also
@@ -75,4 +76,6 @@ class MetricLogger:
     def flush(self) -> None:
         if self.rec is not None and self.rows:
             self.rec.log(self.rows)
+        if self.trackers is not None and self.rows:
+            self.trackers.log(self.rows)
         self.rows.clear()

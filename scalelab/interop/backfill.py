@@ -1,0 +1,60 @@
+"""Backfill trackers from the store: `scalelab runs export --to mlflow|tensorboard`.
+
+Each finished run (completed, failed or interrupted) not yet in the tracker gets its config, every
+metric row of the store and its final metrics, grouped as the live trackers group them. Running it
+again adds only the runs that are new since.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scalelab.errors import UserError
+from scalelab.interop.trackers import FACTORIES, MLflowTracker, RunInfo, TensorBoardTracker
+
+FINISHED = ("completed", "failed", "interrupted")
+
+
+def _already(to: str, info: RunInfo) -> bool:
+    if to == "tensorboard":
+        return TensorBoardTracker.folder(info).is_dir()
+    return MLflowTracker.find(MLflowTracker.client(info.workdir), info.group or "scalelab", info.run_id) is not None
+
+
+def backfill(workdir: str | Path, to: str, group: str | None = None, runs: list[str] | None = None) -> dict:
+    """Export finished runs of the store to tracker `to`; return {"exported": [ids], "skipped": [ids], "to"}."""
+    from scalelab.store import RunStore
+
+    if to not in ("mlflow", "tensorboard"):
+        raise UserError(f"--to {to!r}: backfill exports to 'mlflow' or 'tensorboard'")
+    workdir = Path(workdir)
+    store = RunStore.in_workdir(workdir, readonly=True)
+    try:
+        rows = store.find_runs(group=group)
+        if runs:
+            wanted = {r["id"] for r in (store.get_run(x) for x in runs) if r is not None}
+            missing = [x for x in runs if store.get_run(x) is None]
+            if missing:
+                raise UserError(f"no run {missing[0]!r} in {store.path}; see `scalelab runs`")
+            rows = [r for r in rows if r["id"] in wanted]
+        exported, skipped = [], []
+        for row in rows:
+            info = RunInfo(row["id"], row["name"], row["grp"], row["config"], workdir)
+            if row["status"] not in FINISHED or _already(to, info):
+                skipped.append(row["id"])
+                continue
+            metrics = store.conn.execute(
+                "SELECT step, tokens, flops, split, name, value FROM metrics WHERE run_id = ? ORDER BY step",
+                (row["id"],),
+            ).fetchall()
+            tracker = FACTORIES[to]()
+            try:
+                tracker.start(info)
+            except ImportError as e:
+                raise UserError(f"{e.name or to} is not installed; pip install 'scalelab[track]'") from None
+            tracker.log([tuple(m) for m in metrics])
+            tracker.finish(row["status"], row["summary"] or {})
+            exported.append(row["id"])
+    finally:
+        store.close()
+    return {"to": to, "exported": exported, "skipped": skipped}
