@@ -17,8 +17,6 @@ import re
 import time
 from pathlib import Path
 
-import torch
-
 from scalelab.errors import UserError
 from scalelab.interop.check import max_logit_diff, probe_inputs, require_match
 from scalelab.interop.hf_export import require_transformers
@@ -41,10 +39,9 @@ def _load_hf(source: str):
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read the model config of {source!r} ({str(e)[:300]})") from None
     gcfg = gpt_config_from_hf(config)  # refuses what scalelab cannot compute, before loading weights
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path) if path.exists() else source, use_safetensors=True, dtype=torch.float32
-    )
-    return config, gcfg, model.eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path) if path.exists() else source,
+                                                              use_safetensors=True)  # fmt: skip
+    return config, gcfg, model.float().eval()
 
 
 def _tokenizer(source: str, model_cfg):
