@@ -25,7 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout; ../shared/data beside it (or beside a worktree's parent)
+SHARED = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()), ROOT / "shared")
+HH = SHARED / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
 
 def trl_worker(model_dir: str, train_file: str, test_file: str, steps: int, batch: int, lr: float, seed: int) -> dict:
