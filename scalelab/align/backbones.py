@@ -135,7 +135,10 @@ def load_hf_backbone(folder: str | Path) -> tuple[HFBackbone, tk.HFTokenizer]:
     if not path.is_dir():
         raise UserError(f"{folder}: no such folder; give a local Hugging Face model folder (config.json, weights)")
     transformers = import_transformers()
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(path))
+    if not any(path.glob("*.safetensors")):
+        raise UserError(f"{folder} holds no .safetensors weights; scalelab never unpickles a weights file "
+                        "(pytorch_model.bin), so convert the model to safetensors first")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True)
     tokenizer = tk.load_pretrained(str(path))
     return HFBackbone(model, str(path)), tokenizer
 
