@@ -259,7 +259,9 @@ def load_pm(path_or_run: str | os.PathLike[str], workdir: str | os.PathLike[str]
     log-probability). Weights are read from safetensors only, never unpickled.
     """
     spec = str(path_or_run)
-    if spec.startswith("hf:") or is_hf_folder(Path(spec)):
+    if not spec.startswith("hf:") and find_pm_folder(Path(spec)) is None and is_hf_folder(Path(spec)):
+        spec = f"hf:{spec}"
+    if spec.startswith("hf:"):
         backbone, tokenizer = load_hf_backbone(spec.removeprefix("hf:"))
         return PreferenceModel(backbone, tokenizer, objective or "imitation").to(device)
     from scalelab.sampling import resolve_checkpoint

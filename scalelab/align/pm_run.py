@@ -316,6 +316,7 @@ def execute(spec: PMRunSpec, pm: PreferenceModel, workdir: Path, run_id: str, re
     summary.update(ev.summary())
     summary.update(
         n_train=0 if spec.zero_shot else len(train_pairs), n_skipped=data.n_skipped,
+        skipped_lines=[f"line {n}: {why}" for n, why in (data.report.skipped[:5] if data.report else [])],
         n_filtered_long=data.n_filtered_long,
         n_truncated=train_pairs.counts.n_truncated + test_pairs.counts.n_truncated,
         n_response_truncated=train_pairs.counts.n_response_truncated + test_pairs.counts.n_response_truncated,
