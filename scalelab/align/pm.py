@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from scalelab.align.backbones import (
@@ -242,8 +243,16 @@ class PreferenceModel(nn.Module):
             pm = cls(HFBackbone(model, info["backbone_config"].get("source", "")), tokenizer, info["objective"])
             load_model(pm.head, str(folder / "head.safetensors"), device="cpu")
         else:
+            model_vocab = int(info["backbone_config"].get("vocab_size", 0))
+            if tokenizer.vocab_size > model_vocab:
+                raise UserError(f"{folder}: tokenizer.json has {tokenizer.vocab_size} tokens but the model only "
+                                f"{model_vocab}; the folder mixes files of two PMs, copy it again")  # fmt: skip
             pm = cls(gpt_backbone_from_config(info["backbone_config"]), tokenizer, info["objective"])
-            load_model(pm, str(folder / "model.safetensors"), device="cpu")
+            try:
+                load_model(pm, str(folder / "model.safetensors"), device="cpu")
+            except (SafetensorError, OSError, RuntimeError) as e:  # not safetensors, truncated, other shapes
+                raise UserError(f"{folder / 'model.safetensors'} does not hold this PM's weights ({e}); "
+                                "train or copy the PM again") from None  # fmt: skip
         pm.meta = info.get("meta", {})
         return pm.to(device)
 

@@ -34,8 +34,9 @@ def _calibration(run_dir: Path, size: str, objective: str) -> dict | None:
     cal = calibration(scores["chosen"], scores["rejected"])
     plain = lambda a: [None if not math.isfinite(float(x)) else float(x) for x in a]  # noqa: E731
     return {"size": size, "objective": objective, "ece": cal.ece, "n_pairs": cal.n_pairs,
-            "convention": cal.convention, "bin_edges": plain(cal.bin_edges), "mean_predicted": plain(cal.mean_predicted),
-            "observed": plain(cal.observed), "counts": [int(c) for c in cal.counts]}  # fmt: skip
+            "convention": cal.convention, "bin_edges": plain(cal.bin_edges),
+            "mean_predicted": plain(cal.mean_predicted), "observed": plain(cal.observed),
+            "counts": [int(c) for c in cal.counts]}  # fmt: skip
 
 
 def _fit(rows: list[dict], seed: int) -> dict | None:
@@ -67,7 +68,8 @@ def analyze(store, config: Config) -> dict:
     by_size = sorted((r for r in pms if r["grid"]), key=lambda r: (r["params"], r["objective"], r["pmp"] or ""))
     efficiency = sorted((r for r in pms if r["size"] == largest),
                         key=lambda r: (r["objective"], r["pmp"] or "", r["n_train"]))  # fmt: skip
-    zero_shot = [{**_row(p, run), "objective": "LM log-prob (no PM training)", "pmp": None} for p, run in role("zero_shot")]
+    zero_shot = [{**_row(p, run), "objective": "LM log-prob (no PM training)", "pmp": None}
+                 for p, run in role("zero_shot")]  # fmt: skip
     pmp_stages = [{"size": p.axes["size"], "pmp": p.axes["pmp"], "pmp_accuracy": run["summary"]["accuracy"],
                    "pmp_accuracy_ci": run["summary"].get("accuracy_ci"), "n_pmp": run["summary"].get("n_train"),
                    "run_id": run["id"]} for p, run in role("pmp")]  # fmt: skip

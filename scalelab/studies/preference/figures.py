@@ -42,12 +42,15 @@ def reliability_figures(results: dict) -> list:
     """Folded reliability diagrams of the largest backbone's PMs (no PMP), one per objective."""
     from scalelab.evals.calibration import CalibrationResult, reliability_figure
 
+    def arr(values: list) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
+
     figs = []
     for c in results["calibration"]:
-        arr = lambda k: np.array([np.nan if v is None else v for v in c[k]], dtype=float)  # noqa: E731
-        cal = CalibrationResult(c["convention"], arr("bin_edges"), arr("mean_predicted"), arr("observed"),
+        cal = CalibrationResult(c["convention"], arr(c["bin_edges"]), arr(c["mean_predicted"]), arr(c["observed"]),
                                 np.array(c["counts"]), c["ece"], c["n_pairs"])  # fmt: skip
-        figs.append(reliability_figure(cal, f"{c['objective']} ({c['size']}): ECE {c['ece']:.3f}, {c['n_pairs']} pairs"))
+        title = f"{c['objective']} ({c['size']}): ECE {c['ece']:.3f}, {c['n_pairs']} pairs"
+        figs.append(reliability_figure(cal, title))
     return figs
 
 
@@ -90,7 +93,8 @@ def sections(results: dict, store, config) -> list:
 
     figs = figures(results, store)
     table = lambda rows: [{k: r.get(k) for k in TABLE_KEYS} for r in rows]  # noqa: E731
-    pmp_table = [{k: r.get(k) for k in ("size", "pmp", "pmp_accuracy", "n_pmp", "run_id")} for r in results["pmp_stages"]]
+    pmp_keys = ("size", "pmp", "pmp_accuracy", "n_pmp", "run_id")
+    pmp_table = [{k: r.get(k) for k in pmp_keys} for r in results["pmp_stages"]]
     return [
         Section("Summary", results["summary"] + f"\n\n{_data_text(results.get('data', {}))}"),
         Section("Accuracy vs model size", "Every objective on every backbone, the same training comparisons; "

@@ -149,9 +149,10 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
 
     def finetune(size: str, objective: str, n: int, pmp: str | None, grid: bool = False) -> None:
         parent = f"pmp-{pmp}-{size}" if pmp else f"backbone-{size}"
+        train = _train(config, objective, config.lr, config.min_steps)
         spec = PMRunSpec(data=str(sets["train"]), objective=objective, format="generic", test=str(sets["test"]),
-                         max_train=n, max_test=config.n_test, train=_train(config, objective, config.lr,
-                         config.min_steps), name=pm_name(size, objective, n, pmp), **base(parent), **common)  # fmt: skip
+                         max_train=n, max_test=config.n_test, train=train, name=pm_name(size, objective, n, pmp),
+                         **base(parent), **common)  # fmt: skip
         axes = {"role": "pm", "size": size, "objective": objective, "pmp": pmp, "n_train": n, "grid": grid}
         add(spec.name, spec, axes, size, "pm", 2 if pmp else 1, spec.train.total_steps(n))
 
