@@ -73,6 +73,25 @@ def test_plan_is_staged_and_every_pm_names_a_finished_earlier_run(tmp_path, micr
     assert all(changed[r.name] != r.config_hash for r in runs)
 
 
+@pytest.mark.slow
+def test_pmp_sets_from_train_documents_still_split_into_train_and_test(tmp_path, micro):
+    """The PMP set holds only the target's train documents; split with the target's seed, its test part
+    would be empty (the hash below 0.1 is also below the target's test fraction)."""
+    from scalelab.align.pm_data import split_set
+    from scalelab.data.comparisons import load_comparisons
+
+    over = ["target='code:stdlib'", "pmp='corruptions:stdlib'", "data_max=120", "pmp_max=60", "sizes=['3xs']",
+            "context=128", "corpus_max_documents=150"]
+    module, config = load_study_config("preference", micro, over)
+    pmp_runs = [r for r in module.plan(config, tmp_path) if r.name.startswith("pmp-")]
+    assert pmp_runs
+    for r in pmp_runs:
+        comparisons, _ = load_comparisons(r.cfg.data)
+        assert all("doc" in c.meta for c in comparisons)
+        train, test = split_set(comparisons, r.cfg.test_fraction, r.cfg.split_seed)
+        assert train and test
+
+
 def test_config_errors_name_the_key(micro):
     with pytest.raises(UserError, match="sizez"):
         load_study_config("preference", micro, ["sizez=['xs']"])

@@ -52,6 +52,9 @@ class PMRunSpec:
     test: str | None = None
     """A separate test file or keyword; default: split `test_fraction` of `data` off by group."""
     test_fraction: float = 0.1
+    split_seed: int | None = None
+    """Seed of the train/test split of `data` (default: the training seed). A set drawn from the train
+    documents of another split must use another seed, or its test part would be empty."""
     data_max: int | None = None
     """Build or read at most this many comparisons from `data` (before the split)."""
     max_train: int | None = None
@@ -198,7 +201,8 @@ def load_data(spec: PMRunSpec, pm: PreferenceModel) -> tuple[ComparisonSet, list
         train, test = data.comparisons, test_set.comparisons
         data.n_skipped += test_set.n_skipped
     else:
-        train, test = split_comparisons(data.comparisons, spec.test_fraction, seed)
+        split_seed = seed if spec.split_seed is None else spec.split_seed
+        train, test = split_comparisons(data.comparisons, spec.test_fraction, split_seed)
     if spec.max_train is not None:
         train = train[: spec.max_train]
     if spec.max_test is not None:
@@ -212,7 +216,8 @@ def _pmp_keep_doc(spec: PMRunSpec):
         return None
     if document_source(spec.pmp) != document_source(spec.data):
         return None
-    return lambda i: not in_test_split(f"doc:{i}", spec.test_fraction, spec.train.seed)
+    seed = spec.train.seed if spec.split_seed is None else spec.split_seed
+    return lambda i: not in_test_split(f"doc:{i}", spec.test_fraction, seed)
 
 
 def _pmp_stage(spec: PMRunSpec, pm: PreferenceModel, run_dir: Path, rows: list, progress: bool,

@@ -24,7 +24,7 @@ class Config(_Strict):
     corpus: str = "stdlib"
     """Pre-training corpus of the backbones."""
     corpus_max_documents: int | None = Field(None, ge=1)
-    """Read at most this many documents of the corpus (tiny tests)."""
+    """Read at most this many documents of the corpus, for the backbones and the comparison sets (tiny tests)."""
     pretrain_iters: int = Field(300, ge=1)
     """Optimizer steps of each backbone's pre-training."""
     pretrain_batch: int = Field(16, ge=1)

@@ -20,7 +20,8 @@ from pathlib import Path
 from scalelab.studies.preference.config import Config
 from scalelab.sweep.spec import PlannedRun
 
-SET_KEYS = ("context", "corpus", "target", "data_max", "test_fraction", "pmp", "pmp_max", "seed")
+SET_KEYS = ("context", "corpus", "corpus_max_documents", "target", "data_max", "test_fraction", "pmp", "pmp_max",
+            "seed")  # fmt: skip
 
 
 def backbone_config(config: Config, size: str):
@@ -68,13 +69,14 @@ def build_sets(config: Config, workdir: Path) -> dict[str, Path]:
     def fits(c) -> bool:
         return not any(encoder.encode(c.prompt, r).truncated for r in (c.chosen, c.rejected))
 
-    target = build_automatic(config.target, seed=config.seed, max_pairs=config.data_max, fits=fits)
+    docs = config.corpus_max_documents
+    target = build_automatic(config.target, seed=config.seed, max_pairs=config.data_max, fits=fits, max_documents=docs)
     train, test = split_set(target.comparisons, config.test_fraction, config.seed)
     info: dict = {}
     if config.pmp is not None:
         keep = lambda i: not in_test_split(f"doc:{i}", config.test_fraction, config.seed)  # noqa: E731
         pmp = build_automatic(config.pmp, seed=config.seed + 7, max_pairs=config.pmp_max, fits=fits,
-                              max_chars=int(0.9 * config.context), keep_doc=keep)  # fmt: skip
+                              max_chars=int(0.9 * config.context), keep_doc=keep, max_documents=docs)  # fmt: skip
         _save_once(pmp.comparisons, paths["pmp"], save_comparisons)
         info.update(n_pmp=len(pmp.comparisons), n_pmp_filtered_long=pmp.n_filtered_long)
     _save_once(train, paths["train"], save_comparisons)
@@ -162,9 +164,11 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
                          **base(f"backbone-{size}"), **common)  # fmt: skip
         add(spec.name, spec, {"role": "zero_shot", "size": size}, size, "pm", 1, 0)
         for v in variants if size == largest else variants[:1]:
+            # its documents are the target's train split: split them again with another seed
             spec = PMRunSpec(data=str(sets["pmp"]), objective="ranked", format="generic", test_fraction=0.1,
-                             max_test=500, binarize=v == "binary", train=_train(config, "ranked", config.pmp_lr, 0),
-                             name=f"pmp-{v}-{size}", **base(f"backbone-{size}"), **common)  # fmt: skip
+                             split_seed=config.seed + 1, max_test=500, binarize=v == "binary",
+                             train=_train(config, "ranked", config.pmp_lr, 0), name=f"pmp-{v}-{size}",
+                             **base(f"backbone-{size}"), **common)  # fmt: skip
             add(spec.name, spec, {"role": "pmp", "size": size, "pmp": v}, size, "pm", 1, 0)
     for size in config.sizes:
         for objective in config.objectives:
