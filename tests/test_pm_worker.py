@@ -106,3 +106,14 @@ class _Exploit:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_config_hash_follows_file_content_not_path(tmp_path):
+    a, b = _toy_file(tmp_path / "a.jsonl"), _toy_file(tmp_path / "b.jsonl")
+    same = [_spec(path, "x", size="3xs").config_hash() for path in (a, b)]
+    assert same[0] == same[1]  # a moved work directory keeps its runs
+    _toy_file(tmp_path / "b.jsonl", n=10)
+    assert _spec(b, "x", size="3xs").config_hash() != same[0]
+    assert _spec(a, "y", size="3xs").config_hash() == same[0]  # the name is not part of the result
+    with pytest.raises(UserError, match="zero-shot"):
+        _spec(a, "z", size="3xs", zero_shot=True)
