@@ -368,24 +368,35 @@ def test_elo_recovers_planted_order():
         elo_ratings([("a", "a")])
 
 
-def test_cli_labellers_export_and_elo(served, tmp_path, capsys):
+def test_cli_labellers_and_export(served, tmp_path, capsys):
     from scalelab.cli import main
 
     client, db, token, workdir = served
-    _collect(client, token, 4, ["a", "b", "a", "a"])
+    _collect(client, token, 2, ["a", "b"])
     main(["feedback", "add-labeller", "carol", "--workdir", str(workdir), "--json"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["labeller"] == "carol" and db.labeller_for_token(printed["token"]).name == "carol"
     main(["feedback", "labellers", "--workdir", str(workdir), "--json"])
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["labellers"]
-    assert [(r["name"], r["comparisons"]) for r in rows] == [("alice", 4), ("carol", 0)]
+    assert [(r["name"], r["comparisons"]) for r in rows] == [("alice", 2), ("carol", 0)]
     assert "token" not in json.dumps(rows)
     main(["feedback", "export", str(tmp_path / "e.jsonl"), "--format", "generic", "--workdir", str(workdir), "--json"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"] >= 1
+    with pytest.raises(SystemExit) as e:
+        main(["feedback", "add-labeller", "../evil", "--workdir", str(workdir)])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["feedback", "export", str(tmp_path / "e.jsonl"), "--workdir", str(tmp_path / "nowhere")])
+    assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_cli_elo_json_and_report(served, capsys):
+    from scalelab.cli import main
+
+    client, db, token, workdir = served
+    _collect(client, token, 4, ["a", "b", "a", "a"])
     main(["feedback", "elo", "--workdir", str(workdir), "--bootstrap", "20", "--json"])
     elo = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sorted(elo["models"]) == ["tiny-a", "tiny-b"] and elo["n_comparisons"] == 4
     assert Path(elo["report"]).is_file() and "Elo ratings" in Path(elo["report"]).read_text()
-    with pytest.raises(SystemExit) as e:
-        main(["feedback", "add-labeller", "../evil", "--workdir", str(workdir)])
-    assert e.value.code == 2
