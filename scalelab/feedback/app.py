@@ -9,7 +9,9 @@ All text reaches the page through Jinja2 with autoescaping, so a `<script>` in a
 
 from __future__ import annotations
 
+import asyncio
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -83,6 +85,9 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
     turn_limit = RateLimiter(settings.turns_per_minute, settings.turn_burst)
     compare_limit = RateLimiter(settings.comparisons_per_minute, settings.comparison_burst)
     login_limit = RateLimiter(20, 10)
+    # one writer thread: comparisons are committed in arrival order (FIFO), one fsync at a time, while the
+    # event loop keeps parsing and authenticating the requests behind them
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback-writer")
     app = FastAPI(title="scalelab feedback", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
@@ -101,7 +106,7 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
         return settings.secure_cookies or request.url.scheme == "https"
 
     # ------------------------------------------------------------------ API
-    def api_labeller(request: Request) -> Labeller:
+    async def api_labeller(request: Request) -> Labeller:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         labeller = db.labeller_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
         if labeller is None:
@@ -141,9 +146,10 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
         return make_turn(labeller, body.conversation_id, body.human)
 
     @app.post("/api/comparisons")
-    def api_comparisons(body: ComparisonIn, labeller: Labeller = Depends(api_labeller)) -> dict:
+    async def api_comparisons(body: ComparisonIn, labeller: Labeller = Depends(api_labeller)) -> dict:
         limited(compare_limit, (labeller.id, "compare"))
-        return {"id": make_comparison(labeller, body.turn_id, body.choice, body.strength, body.comment)}
+        args = (labeller, body.turn_id, body.choice, body.strength, body.comment)
+        return {"id": await asyncio.get_running_loop().run_in_executor(writer, make_comparison, *args)}
 
     @app.get("/api/stats")
     def api_stats(labeller: Labeller = Depends(api_labeller)) -> dict:
