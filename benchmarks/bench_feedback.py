@@ -65,6 +65,14 @@ async def _open_loop(url, plan, rate: float, seed: int):
     return result
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_submit(args) -> dict:
     import httpx
 
@@ -86,17 +94,20 @@ def bench_submit(args) -> dict:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        cpu0 = _cpu_s(server.pid)
         try:
             if args.rate:
                 result = asyncio.run(_open_loop(url, plan, args.rate, args.seed))
             else:
                 result = asyncio.run(run_load(url, plan, timeout_s=900, seed=args.seed))
+            server_cpu_ms = (_cpu_s(server.pid) - cpu0) * 1000 / plan.n
         finally:
             server.terminate()
             server.join()
         stored = len(FeedbackDB(Path(workdir) / "feedback.db").comparisons())
     return {"bench": "submit", "labellers": args.labellers, "comparisons": plan.n, "stored": stored,
             "loop": f"open, {args.rate}/s" if args.rate else "closed", "synchronous": args.sync,
+            "server_cpu_ms_per_request": server_cpu_ms,
             **result.summary()}  # fmt: skip
 
 
@@ -117,13 +128,15 @@ def bench_turn(args) -> dict:
     responder = Responder(loaded, max_new_tokens=args.tokens, temperature=1.0, top_k=None, rng=random.Random(0))
     context = "\n\nHuman: Hello, who are you?\n\nAssistant: I am a small model trained on a laptop."
     responder.respond(context, "warm up")
-    times = []
+    times, cpu = [], []
     for i in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         responder.respond(context, f"Tell me something interesting about the number {i}.")
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {"bench": "turn", "params": params, "tokens": args.tokens, "models": len(loaded),
             "threads": args.threads, "median_s": statistics.median(times), "max_s": max(times),
+            "median_cpu_s": statistics.median(cpu),
             "repeats": args.repeats}  # fmt: skip
 
 
