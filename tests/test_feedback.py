@@ -396,7 +396,33 @@ def test_cli_elo_json_and_report(served, capsys):
 
     client, db, token, workdir = served
     _collect(client, token, 4, ["a", "b", "a", "a"])
-    main(["feedback", "elo", "--workdir", str(workdir), "--bootstrap", "20", "--json"])
+    # a (fresh) preference model run in the store, to relate PM scores to Elo
+    from scalelab.align.backbones import GPTBackbone
+    from scalelab.align.pm import PreferenceModel
+    from scalelab.data.tokenizers import ByteTokenizer
+    from scalelab.model.gpt import GPT, GPTConfig
+    from scalelab.store import RunStore
+
+    store = RunStore.in_workdir(workdir)
+    pm_run = store.create_run("tiny-pm", {}, "pm-hash", status="completed")
+    store.close()
+    gpt = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64, vocab_size=257))
+    pm = PreferenceModel(GPTBackbone(gpt), ByteTokenizer(), "ranked")
+    torch.nn.init.normal_(pm.head.weight)  # a fresh head scores every text 0
+    pm.save(workdir / "runs" / pm_run / "pm")
+    main(["feedback", "elo", "--workdir", str(workdir), "--bootstrap", "20", "--pm", "tiny-pm", "--json"])
     elo = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sorted(elo["models"]) == ["tiny-a", "tiny-b"] and elo["n_comparisons"] == 4
     assert Path(elo["report"]).is_file() and "Elo ratings" in Path(elo["report"]).read_text()
+    assert sorted(elo["pm_scores"]) == ["tiny-a", "tiny-b"] and isinstance(elo["elo_per_pm_unit"], float)
+    with pytest.raises(SystemExit) as e:
+        main(["feedback", "elo", "--workdir", str(workdir), "--pm", "../runs/x"])
+    assert e.value.code == 2
+
+
+def test_elo_per_pm_unit_slope():
+    from scalelab.feedback.elo import EloResult, elo_per_pm_unit
+
+    result = EloResult(["a", "b", "c"], [-174.0, 0.0, 174.0], [(0, 0)] * 3, [[0] * 3] * 3, 10, 0)
+    assert elo_per_pm_unit(result, {"a": 0.0, "b": 1.0, "c": 2.0}) == pytest.approx(174.0)
+    assert elo_per_pm_unit(result, {"a": 1.0}) is None

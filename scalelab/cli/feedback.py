@@ -164,14 +164,24 @@ def elo_cmd(workdir: Path = WorkdirOpt, bootstrap: int = typer.Option(1000, "--b
             seed: int = typer.Option(0, "--seed"),
             report: Optional[Path] = typer.Option(None, "--report", help="HTML page of the ratings (default: "
                                                   "<workdir>/reports/feedback-elo.html)."),
+            pm: Optional[str] = typer.Option(None, "--pm", help="A preference-model run (id or name): relate its mean "
+                                             "score per model to Elo (Bai et al. 2022: ~174 Elo per PM unit)."),
             json_out: bool = JsonOpt):  # fmt: skip
     """Bradley-Terry / Elo ratings of the models with bootstrap intervals, and the win-rate matrix."""
     from scalelab.feedback.elo import elo_ratings, outcomes, write_elo_report
     from scalelab.report import report_path
 
-    result = elo_ratings(outcomes(_db(workdir).comparisons()), n_bootstrap=bootstrap, seed=seed)
-    page = write_elo_report(result, report or report_path(workdir, "feedback-elo"))
-    summary = {**result.summary(), "report": str(page)}
+    rows = _db(workdir).comparisons()
+    result = elo_ratings(outcomes(rows), n_bootstrap=bootstrap, seed=seed)
+    summary = result.summary()
+    if pm is not None:
+        from scalelab.feedback.elo import elo_per_pm_unit, pm_scores_by_model
+
+        scores = pm_scores_by_model(_load_pm(pm, workdir), rows)
+        summary.update(pm=pm, pm_scores=scores, elo_per_pm_unit=elo_per_pm_unit(result, scores))
+    meta = f"PM: {pm}; Elo per unit of PM score: {summary['elo_per_pm_unit']}" if pm else ""
+    page = write_elo_report(result, report or report_path(workdir, "feedback-elo"), meta=meta)
+    summary["report"] = str(page)
     if json_out:
         print_json(summary)
         return
@@ -180,4 +190,19 @@ def elo_cmd(workdir: Path = WorkdirOpt, bootstrap: int = typer.Option(1000, "--b
     out.print(rows_table([{"model": m, **{o: rates[i][j] for j, o in enumerate(result.models)}}
                           for i, m in enumerate(result.models)], "win rate (row beats column)",
                          left=("model",), spec=".2f"))  # fmt: skip
+    if pm is not None:
+        say(f"Elo per unit of PM score ({pm}): {summary['elo_per_pm_unit']}; mean PM scores: {summary['pm_scores']}")
     say(f"{result.n_comparisons} comparisons; report: {page}")
+
+
+def _load_pm(name: str, workdir: Path):
+    """A preference model from a PM run in the store, by checked id or name (never a path)."""
+    from scalelab.align.pm import PreferenceModel
+    from scalelab.feedback.responder import check_model_name
+    from scalelab.store import RunStore
+
+    db = workdir / "scalelab.db"
+    run = RunStore(db).get_run(check_model_name(name)) if db.is_file() else None
+    if run is None:
+        raise UserError(f"no run named {name!r} in {workdir}; give a PM run from `scalelab runs`")
+    return PreferenceModel.load(workdir / "runs" / check_model_name(run["id"]))

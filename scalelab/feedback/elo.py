@@ -149,3 +149,23 @@ def write_elo_report(result: EloResult, path, meta: str = ""):
     out = write_report(path, "Elo ratings from human feedback", sections, meta=meta)
     plt.close(fig)
     return out
+
+
+def pm_scores_by_model(pm, rows: list[dict]) -> dict[str, float]:
+    """Mean PM score of each model's responses over the stored comparisons (prompt = the context
+    and human turn before the response); `pm` is a `scalelab.align.pm.PreferenceModel`."""
+    from scalelab.feedback.db import prompt_for
+
+    texts, owners = [], []
+    for row in rows:
+        prompt = prompt_for(row["context"], row["human"])
+        for side in ("a", "b"):
+            texts.append(pm.encode(prompt, row[f"response_{side}"]))
+            owners.append(row[f"model_{side}"])
+    if not texts:
+        return {}
+    scores = pm.score_texts(texts).numpy()
+    out: dict[str, list[float]] = {}
+    for owner, score in zip(owners, scores):
+        out.setdefault(owner, []).append(float(score))
+    return {m: float(np.mean(v)) for m, v in out.items()}
