@@ -288,6 +288,14 @@ def test_one_model_gives_two_samples_and_unknown_model_is_a_user_error(tmp_path)
         load_models(["missing"], tmp_path)
 
 
+def test_cut_response_stops_at_turn_markers_and_drops_control_characters():
+    from scalelab.feedback.responder import cut_response
+
+    assert cut_response(" Sure.\x04 Here\n\nHuman: next") == "Sure. Here"
+    assert cut_response("a\nAssistant: b") == "a"
+    assert cut_response("tab\tand\nnewline\x1b[31m") == "tab\tand\nnewline[31m"
+
+
 # ---------------------------------------------------------------- export and Elo
 
 

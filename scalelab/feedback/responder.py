@@ -27,6 +27,7 @@ from scalelab.model.generate import generate
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STOP_MARKERS = ("\n\nHuman:", "\n\nAssistant:", "\nHuman:", "\nAssistant:")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # control characters but tab and newline
 
 
 def check_model_name(name: str) -> str:
@@ -86,13 +87,13 @@ def _load_checkpoint(run_dir: Path, device: str):
 
 
 def cut_response(text: str) -> str:
-    """The response up to the first turn marker the model wrote itself, stripped."""
+    """The response up to the first turn marker the model wrote itself, without control characters, stripped."""
     end = len(text)
     for marker in STOP_MARKERS:
         i = text.find(marker)
         if i != -1:
             end = min(end, i)
-    return text[:end].strip()
+    return _CONTROL.sub("", text[:end]).strip()
 
 
 @dataclass
