@@ -76,7 +76,7 @@ def runs_cmd(
 
     if not (workdir / "scalelab.db").exists():
         raise UserError(f"no run store in {workdir}; train something first or pass --workdir")
-    rows = RunStore.in_workdir(workdir).list_runs(RUN_COLUMNS, group)  # plain SQL: no pandas at start-up
+    rows = RunStore.in_workdir(workdir, readonly=True).list_runs(RUN_COLUMNS, group)  # plain SQL: no pandas at start-up
     if json_out:
         print_json(rows)
         return

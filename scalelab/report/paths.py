@@ -6,17 +6,10 @@ checked before it becomes a path: a sweep named `../../tmp/x` must not write out
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from scalelab.errors import UserError
-
-try:
-    from scalelab.names import check_name  # the one name check (reliability branch)
-except ImportError:  # until it is merged: path-like names refused here, other characters slugified
-    check_name = None
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+from scalelab.names import check_name
 
 
 def report_stem(name: str) -> str:
@@ -26,9 +19,7 @@ def report_stem(name: str) -> str:
     if "/" in name or "\\" in name or ".." in name or name.startswith(".") or any(ord(c) < 32 for c in name):
         raise UserError(f"the name {name!r} looks like a path (it has '/', '\\', '..', a leading '.' or a control "
                         "character); use letters, digits, '-', '_' and '.' only")  # fmt: skip
-    if check_name is not None:
-        return check_name(name, "a sweep or study name")
-    return _UNSAFE.sub("-", name.strip())
+    return check_name(name, "a sweep or study name")
 
 
 def report_path(workdir: str | Path, name: str, suffix: str = ".html") -> Path:

@@ -9,7 +9,6 @@ locally or on Ray), analyses, draws, and writes one self-contained HTML report w
 from __future__ import annotations
 
 import importlib
-import re
 import time
 from importlib import resources
 from pathlib import Path
@@ -20,10 +19,9 @@ from rich.console import Console
 
 from scalelab.config import apply_overrides, build_config, read_toml
 from scalelab.errors import UserError
+from scalelab.names import check_name
 from scalelab.plain import to_plain
 from scalelab.studies import STUDIES
-
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def study_module(name: str) -> ModuleType:
@@ -58,9 +56,7 @@ def load_study_config(name: str, preset: str = "quick", overrides: list[str] | N
     path = preset_path(name, preset)
     raw = apply_overrides(read_toml(path), overrides)
     config = build_config(raw, origin=str(path), cls=module.Config)
-    if not _SLUG.match(config.name):
-        raise UserError(f"study name {config.name!r} (the group of its runs, and its report's file name) may hold "
-                        "letters, digits, '.', '_' and '-' only; set another with --set name=...")  # fmt: skip
+    check_name(config.name, "the study's name (the group of its runs and its report's file name; --set name=...)")
     return module, config
 
 
@@ -102,7 +98,7 @@ def run_study(
     runs = module.plan(config, workdir)
     head = {"study": name, "preset": preset, "group": config.name}
     if dry_run:
-        store = RunStore.in_workdir(workdir) if (workdir / "scalelab.db").exists() else None
+        store = RunStore.in_workdir(workdir, readonly=True) if (workdir / "scalelab.db").exists() else None
         rows = plan_rows(runs, store, config.name)
         totals = {"runs": len(rows), "new": sum(r["status"] == "new" for r in rows),
                   "flops": sum(r["flops"] for r in rows), "tokens": sum(r["tokens"] for r in rows)}  # fmt: skip

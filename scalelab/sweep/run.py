@@ -40,13 +40,22 @@ class Task:
 
 
 def classify(runs: list[PlannedRun], store: RunStore, group: str, retry_failed: bool) -> tuple[list[Task], list]:
-    """Tasks to run, and the planned runs already done (with their store rows)."""
+    """Tasks to run, and the planned runs already done (with their store rows).
+
+    Statuses are the store's effective ones: a run whose lease is held by a live process is `running`
+    with a `holder` (pid, host) and is busy: neither resumed nor re-created, it goes with the done
+    runs (status `running`); a `running` run whose owner is gone reads `interrupted` and is resumed.
+    """
     tasks, done = [], []
     for p in runs:
         prior = store.find_runs(config_hash=p.config_hash, group=group)
         finished = [r for r in prior if r["status"] == "completed"]
         if finished:
             done.append((p, finished[-1]))
+            continue
+        busy = [r for r in prior if r.get("holder")]
+        if busy:
+            done.append((p, busy[-1]))
             continue
         live = [r for r in prior if r["status"] in ("created", "running", "interrupted")]
         failed = [r for r in prior if r["status"] == "failed"]
@@ -64,7 +73,10 @@ def classify(runs: list[PlannedRun], store: RunStore, group: str, retry_failed: 
 
 
 def _record(store: RunStore, workdir: Path, task: Task, result: dict) -> dict:
-    """Write a worker's result into the store; return the run's final row."""
+    """Write a worker's result into the store; return the run's final row. A busy run (held by
+    another process, which writes its own record) is left as it is."""
+    if result.get("status") == "busy":
+        return store.get_run(task.run_id)
     ingest(store, task.run_id, workdir / "runs" / task.run_id)
     if result.get("status") == "failed":
         store.update_run(task.run_id, status="failed", error=result.get("error"), finished_at=time.time())
@@ -119,9 +131,11 @@ def execute(
             tasks, done = classify(stage_runs, store, group, retry_failed)
             done_rows += [row for _, row in done]
             monitor.skip(sum(p.flops for p, _ in done), len(done))
+            busy = sum(bool(row.get("holder")) for _, row in done)
             if len(stages) == 1 or tasks:
                 console.print(f"{escape(group)}: {len(stage_runs)} runs planned" + (f" in stage {stage_runs[0].stage}"
-                              if len(stages) > 1 else "") + f", {len(done)} already done, {len(tasks)} to run "
+                              if len(stages) > 1 else "") + f", {len(done)} already done" + (f" or busy ({busy} held "
+                              "by another process)" if busy else "") + f", {len(tasks)} to run "
                               f"({sum(t.action == 'resume' for t in tasks)} resumed)", highlight=False)  # fmt: skip
             for t in tasks:
                 monitor.start(t.run_id, t.planned.name, t.planned.flops)

@@ -1,7 +1,8 @@
 """What a sweep worker (a local process, a Ray task or the driver itself) runs for one planned run.
 
 `run_worker(kind, cfg_dict, workdir, run_id, threads, probes)` trains one run and returns its summary;
-it never raises, since a failed run must not take the sweep down. The kind names the trainer:
+it never raises, since a failed run must not take the sweep down (a run that another process holds
+comes back with status "busy"). The kind names the trainer:
 "lm" is the training loop; other kinds are registered in `RUN_KINDS` as "module:function" with the
 signature `fn(cfg_dict, workdir, run_id, threads) -> dict`, and write their record into the run folder
 as the training loop's file recorder does, so that the driver ingests every kind the same way.
@@ -12,6 +13,8 @@ from __future__ import annotations
 import importlib
 import traceback
 from pathlib import Path
+
+from scalelab.errors import RunBusy
 
 RUN_KINDS: dict[str, str] = {
     "pm": "scalelab.align.pm_run:pm_worker",
@@ -52,6 +55,8 @@ def run_worker(kind: str, cfg_dict: dict, workdir: str, run_id: str, threads: in
             raise ValueError(f"unknown run kind {kind!r}; known: lm, {', '.join(RUN_KINDS)}")
         module, fn = RUN_KINDS[kind].split(":")
         return getattr(importlib.import_module(module), fn)(cfg_dict, workdir, run_id, threads)
+    except RunBusy as e:  # another process took the run between planning and now: its run, not a failure
+        return {"run_id": run_id, "status": "busy", "error": str(e)}
     except BaseException as e:  # a failed run must not take the sweep down
         return {"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc(limit=6)}  # fmt: skip
