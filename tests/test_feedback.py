@@ -276,7 +276,7 @@ def test_serve_refuses_path_like_model_name_on_the_command_line(tmp_path, capsys
     with pytest.raises(SystemExit) as e:
         main(["feedback", "serve", "--models", "../../etc/passwd", "--workdir", str(tmp_path)])
     assert e.value.code == 2
-    assert "not a run id" in capsys.readouterr().err
+    assert "model name" in capsys.readouterr().err
 
 
 def test_one_model_gives_two_samples_and_unknown_model_is_a_user_error(tmp_path):

@@ -24,22 +24,17 @@ import torch
 from scalelab.errors import UserError
 from scalelab.feedback.db import prompt_for
 from scalelab.model.generate import generate
+from scalelab.names import check_name
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STOP_MARKERS = ("\n\nHuman:", "\n\nAssistant:", "\nHuman:", "\nAssistant:")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # control characters but tab and newline
 
 
 def check_model_name(name: str) -> str:
-    """A run id or name safe to look up: letters, digits, '.', '_' and '-', no '..', no path."""
-    try:
-        from scalelab.names import check_name  # the project's one name check, once merged
-    except ImportError:
-        check_name = None
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise UserError(f"the model name {name!r} is not a run id or run name (letters, digits, '.', '_', '-'; "
-                        "no '/' or '..'); see `scalelab runs` for the names in the store")  # fmt: skip
-    return check_name(name, "a model name") if check_name is not None else name
+    """A run id or name safe to look up (`scalelab.names.check_name`: letters, digits, '._-=+', no path)."""
+    if not isinstance(name, str) or not name:
+        raise UserError("an empty model name; give a run id or run name from `scalelab runs`")
+    return check_name(name, "the model name (a run id or run name; see `scalelab runs`)")
 
 
 @dataclass
@@ -75,15 +70,11 @@ def load_models(names: list[str], workdir: str | Path, device: str = "cpu") -> l
 
 
 def _load_checkpoint(run_dir: Path, device: str):
-    try:
-        from scalelab.train.checkpoint import load_for_inference  # the checked loader, once merged
-    except ImportError:
-        from scalelab.train.checkpoint import load_model_from_checkpoint
+    """The checked loader: checksums, tokenizer and weights verified against the model description."""
+    from scalelab.train.checkpoint import load_for_inference
 
-        model, tokenizer, _ = load_model_from_checkpoint(run_dir, device=device)
-        return model, tokenizer
-    loaded = load_for_inference(run_dir, device=device)
-    return loaded[0], loaded[1]
+    model, tokenizer, _ = load_for_inference(run_dir, device=device)
+    return model, tokenizer
 
 
 def cut_response(text: str) -> str:
