@@ -376,9 +376,9 @@ PRINTABLE = np.array([chr(c) for c in range(33, 127)])  # the byte tokens the in
 
 def write_copy_corpus(path: str | Path, chars: int = 8_000_000, span_share: float = 0.5, span_min: int = 8,
                       span_max: int = 24, copies_min: int = 2, copies_max: int = 5, seed: int = 0,
-                      source: str = "stdlib") -> Path:  # fmt: skip
-    """Write a JSONL corpus: `source` text cut into 1,024-character documents, a share of which hold a random span
-    repeated on lines of their own.
+                      piece_chars: int = 1024, source: str = "stdlib") -> Path:  # fmt: skip
+    """Write a JSONL corpus: `source` text cut into documents of `piece_chars` characters, a share of which hold a
+    random span repeated on lines of their own.
 
     Each chosen document gets one span of span_min..span_max distinct printable non-space ASCII
     characters (the pool of the prefix-matching probe, Olsson et al. 2022), inserted as a line at
@@ -391,9 +391,10 @@ def write_copy_corpus(path: str | Path, chars: int = 8_000_000, span_share: floa
 
     from scalelab.data.sources import iter_documents
 
-    if not 0 <= span_share <= 1 or not 2 <= span_min <= span_max <= PRINTABLE.size or not 2 <= copies_min <= copies_max:
-        raise UserError("corpus: span_share must lie in [0, 1], 2 <= span_min <= span_max <= 94 and "
-                        "2 <= copies_min <= copies_max; fix the [corpus] table")  # fmt: skip
+    if (not 0 <= span_share <= 1 or not 2 <= span_min <= span_max <= PRINTABLE.size
+            or not 2 <= copies_min <= copies_max or piece_chars < 16):  # fmt: skip
+        raise UserError("corpus: span_share must lie in [0, 1], 2 <= span_min <= span_max <= 94, "
+                        "2 <= copies_min <= copies_max and piece_chars >= 16; fix the [corpus] table")  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 77])
@@ -401,8 +402,8 @@ def write_copy_corpus(path: str | Path, chars: int = 8_000_000, span_share: floa
     total = 0
     with open(tmp, "w", encoding="utf-8") as fh:
         for doc in iter_documents(source):
-            for a in range(0, len(doc.text), 1024):
-                piece = doc.text[a : a + 1024]
+            for a in range(0, len(doc.text), piece_chars):
+                piece = doc.text[a : a + piece_chars]
                 if rng.random() < span_share:
                     lines = piece.split("\n")
                     span = "".join(rng.choice(PRINTABLE, size=int(rng.integers(span_min, span_max + 1)), replace=False))
