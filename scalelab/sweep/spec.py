@@ -78,6 +78,11 @@ class PlannedRun:
     flops_per_token: int
     tokens: int
     iters: int
+    kind: str = "lm"
+    """Which worker trains it: "lm" (the training loop) or another registered kind ("pm")."""
+    stage: int = 0
+    """Runs of stage k start once every run of an earlier stage has finished (a later run may refer to an
+    earlier one as "run:<name>")."""
     flops: float = field(init=False)
 
     def __post_init__(self):
