@@ -157,7 +157,7 @@ def test_realised_fraction_within_one_percent_of_nominal(repeats):
 
 
 def test_subset_tail_served_in_mixed_windows():
-    """S = round(0.3 * 800 / 7) = 34 tokens: 4 whole windows and a tail of 2, each target R times, nothing else twice."""
+    """S = round(0.3 * 800 / 7) = 34 tokens: 4 whole windows and a tail of 2, each target R times, no other twice."""
     m = _mixer("chunk", fraction=0.3, repeats=7)
     a = m.accounting()
     assert (a["subset_tokens"], a["subset_windows"], a["subset_tail_tokens"], a["mixed_windows"]) == (34, 4, 2, 7)

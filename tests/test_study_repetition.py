@@ -281,15 +281,16 @@ def test_presets_plan(tmp_path):
 def test_copy_corpus(tmp_path):
     from scalelab.data.repetition import write_copy_corpus
 
-    a = write_copy_corpus(tmp_path / "a.jsonl", chars=30_000, span_share=1.0, seed=3)
-    b = write_copy_corpus(tmp_path / "b.jsonl", chars=30_000, span_share=1.0, seed=3)
+    a = write_copy_corpus(tmp_path / "a.jsonl", chars=30_000, span_share=0.5, seed=3, piece_chars=256)
+    b = write_copy_corpus(tmp_path / "b.jsonl", chars=30_000, span_share=0.5, seed=3, piece_chars=256)
     assert a.read_text() == b.read_text()  # deterministic
     docs = [json.loads(line)["text"] for line in a.read_text().splitlines()]
     assert sum(map(len, docs)) >= 30_000
-    for text in docs[:20]:  # every document holds a random span on 2 or more lines of its own
-        lines = text.split("\n")
-        spans = [ln for ln in set(lines) if 8 <= len(ln) <= 24 and lines.count(ln) >= 2 and " " not in ln]
-        assert spans
+    spans = [d for d in docs if " " not in d and "\n" not in d]
+    assert 0.3 < len(spans) / len(docs) < 0.7
+    for d in spans:  # a span of 8-25 distinct characters, repeated 3-5 times
+        n = next(n for n in range(8, 26) if d[:n] * (len(d) // n) == d and len(set(d[:n])) == n)
+        assert 3 <= len(d) // n <= 5
     with pytest.raises(UserError, match="span_min"):
         write_copy_corpus(tmp_path / "c.jsonl", span_min=1)
 

@@ -375,16 +375,17 @@ PRINTABLE = np.array([chr(c) for c in range(33, 127)])  # the byte tokens the in
 
 
 def write_copy_corpus(path: str | Path, chars: int = 8_000_000, span_share: float = 0.5, span_min: int = 8,
-                      span_max: int = 24, copies_min: int = 2, copies_max: int = 5, seed: int = 0,
+                      span_max: int = 25, copies_min: int = 3, copies_max: int = 5, seed: int = 0,
                       piece_chars: int = 1024, source: str = "stdlib") -> Path:  # fmt: skip
-    """Write a JSONL corpus: `source` text cut into documents of `piece_chars` characters, a share of which hold a
-    random span repeated on lines of their own.
+    """Write a JSONL corpus in which copying pays: random spans repeated back to back, between pieces of real text.
 
-    Each chosen document gets one span of span_min..span_max distinct printable non-space ASCII
-    characters (the pool of the prefix-matching probe, Olsson et al. 2022), inserted as a line at
-    copies_min..copies_max random line positions. Predicting the span's later copies needs copying
-    from context, so induction heads pay off early in training. Deterministic in its arguments;
-    written atomically. Returns the path.
+    `source` text is cut into pieces of `piece_chars` characters; each is replaced, with
+    probability span_share, by a *span document*: span_min..span_max distinct printable non-space
+    ASCII characters (the pool of the prefix-matching probe) repeated copies_min..copies_max times,
+    the format of Olsson et al.'s (2022) probe. A span's first copy is unpredictable and its later
+    copies are predictable only by copying from context, so induction heads pay off from the start
+    of training (on real text alone a small model needs billions of tokens). Deterministic in its
+    arguments; written atomically. Returns the path.
     """
     import json
     import os
@@ -403,16 +404,12 @@ def write_copy_corpus(path: str | Path, chars: int = 8_000_000, span_share: floa
     with open(tmp, "w", encoding="utf-8") as fh:
         for doc in iter_documents(source):
             for a in range(0, len(doc.text), piece_chars):
-                piece = doc.text[a : a + piece_chars]
+                text = doc.text[a : a + piece_chars]
                 if rng.random() < span_share:
-                    lines = piece.split("\n")
                     span = "".join(rng.choice(PRINTABLE, size=int(rng.integers(span_min, span_max + 1)), replace=False))
-                    at = rng.integers(0, len(lines) + 1, size=int(rng.integers(copies_min, copies_max + 1)))
-                    for pos in sorted(at.tolist(), reverse=True):
-                        lines.insert(pos, span)
-                    piece = "\n".join(lines)
-                fh.write(json.dumps({"text": piece}) + "\n")
-                total += len(piece)
+                    text = span * int(rng.integers(copies_min, copies_max + 1))
+                fh.write(json.dumps({"text": text}) + "\n")
+                total += len(text)
             if total >= chars:
                 break
     os.replace(tmp, path)

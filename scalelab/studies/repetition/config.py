@@ -43,25 +43,28 @@ class Design(_Strict):
 
 
 class Corpus(_Strict):
-    """A training corpus in which copying pays: text with repeated random spans (`data.repetition.write_copy_corpus`).
+    """A training corpus in which copying pays (`data.repetition.write_copy_corpus`).
 
     Induction heads form in small models only when the data rewards copying strongly and early
-    (Olsson et al. 2022 see them after billions of natural-text tokens); this corpus makes them form
-    within minutes on a CPU, so that the study can ask whether repetition damages them.
+    (Olsson et al. 2022 see them after billions of natural-text tokens); documents of a random span
+    repeated back to back make them form within minutes on a CPU, so that the study can ask whether
+    repetition damages them.
     """
 
     chars: int = 8_000_000
     """Characters of the corpus (about the number of byte tokens)."""
-    span_share: float = 0.5
-    """Share of its 1,024-character pieces that get a random span repeated inside them."""
+    span_share: float = 1.0
+    """Share of documents that are a random span repeated; the others are pieces of the stdlib text."""
     span_min: int = 8
     """Shortest random span (printable non-space ASCII, no character twice)."""
-    span_max: int = 24
+    span_max: int = 25
     """Longest random span."""
-    copies_min: int = 2
-    """Fewest occurrences of the span in its piece."""
+    copies_min: int = 3
+    """Fewest copies of the span in its document."""
     copies_max: int = 5
-    """Most occurrences of the span in its piece."""
+    """Most copies of the span in its document."""
+    piece_chars: int = 1024
+    """Characters of each stdlib text document."""
     seed: int = 0
     """Seed of the spans."""
 
