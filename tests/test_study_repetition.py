@@ -134,7 +134,7 @@ def test_parametric_bootstrap_covers_the_planted_exponent():
 def _planted_store(tmp_path, k_true: float = 4.0, seeds=(0,)) -> RunStore:
     """A store as the sweep leaves it: 4 baseline sizes, 3 treated ones at R in {4, 16, 64}, peak at R = 16.
 
-    Probes: the baselines score 0.6 on prefix matching and copy (later copies 1 nat below the first);
+    Probes: the baselines score 0.6 on prefix matching and copy (later copies 1.5 nats below the first);
     the R = 16 runs lose half of the prefix-matching score and copy worse.
     """
     store = RunStore.in_workdir(tmp_path)
@@ -158,7 +158,7 @@ def _planted_store(tmp_path, k_true: float = 4.0, seeds=(0,)) -> RunStore:
             for i, s in enumerate(steps):
                 grow = min(1.0, i / 8)
                 pm = 0.6 * grow * (1 - damage) + 0.01 * rng.standard_normal()
-                later = 4.0 - grow * (1 - damage) + 0.02 * rng.standard_normal()
+                later = 4.0 - 1.5 * grow * (1 - damage) + 0.02 * rng.standard_normal()
                 rows += [(int(s), int(s) * 512, 0.0, "eval", "induction_max", pm),
                          (int(s), int(s) * 512, 0.0, "eval", "copy_loss_first", 4.0),
                          (int(s), int(s) * 512, 0.0, "eval", "copy_loss_later", later)]  # fmt: skip
@@ -190,7 +190,7 @@ def test_analyze_planted_store(tmp_path):
     assert all(r["interval"].startswith("eval jitter") for r in pr["cells"])
     text = rep.summary(res)
     assert "a resolved peak (double descent across R)" in text and "performs like a model" in text
-    assert "No baseline has formed induction heads" not in text and "R = 16 (in the degradation band" in text
+    assert "Induction heads formed in: L1, L2, L3, L4" in text and "R = 16 (in the degradation band" in text
     from scalelab.plain import to_plain
 
     json.dumps(to_plain(res), allow_nan=False)
@@ -216,7 +216,7 @@ def test_probe_damage_with_intervals_over_seeds(tmp_path):
     for row in pr["cells"]:
         assert row["pairs"] == 3 and row["interval"] == "t over 3 seeds"
         lo, hi = row["induction_max_delta_ci"]
-        if row["R"] == 16:  # planted: prefix matching halved (-0.3), later copies 0.5 nats worse
+        if row["R"] == 16:  # planted: prefix matching halved (-0.3), later copies 0.75 nats worse
             assert hi < 0 and lo < -0.3 < hi
             assert row["copy_loss_later_delta_ci"][0] > 0
         else:
