@@ -177,6 +177,10 @@ class TrainConfig(_Strict):
         return self
 
 
+REPEAT_MIXER_VERSION = 2
+"""Bumped when the repetition mixer draws other tokens for the same config: old runs are not reused."""
+
+
 class RunConfig(_Strict):
     """One training run: name, data, model, training. Saved verbatim with the run."""
 
@@ -201,6 +205,8 @@ class RunConfig(_Strict):
         d["train"].pop("log_every", None)
         d["train"].pop("threads", None)
         d["train"].pop("trackers", None)
+        if self.data.repeat_fraction > 0:  # the token-exact repeated subset (v2) trains other tokens than v1's
+            d["data"]["repeat_mixer"] = REPEAT_MIXER_VERSION
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

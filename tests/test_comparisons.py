@@ -202,6 +202,39 @@ def test_generic_csv_with_quoted_newlines_and_line_numbers(tmp_path):
     assert "not a number" in report.skipped[1][1]
 
 
+def test_skipped_lines_are_explained_with_line_numbers(tmp_path, caplog):
+    good = json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"})
+    lines = [good, "{not json", json.dumps({"prompt": "q", "chosen": "a"})] + [good] * 3 + ["[1]"] * 6
+    path = _write_jsonl(tmp_path / "g.jsonl", lines)
+    with caplog.at_level("WARNING", logger="scalelab.data.comparisons"):
+        comparisons, report = load_comparisons(path)
+    assert len(comparisons) == 4 and report.n_skipped == 8
+    text = report.explain(limit=3)
+    assert "line 2: bad JSON" in text and "line 3: missing key 'rejected'" in text and "line 7: " in text
+    assert "line 8" not in text and "and 5 more" in text and "skipped 8 of 12 lines" in text
+    assert [r.getMessage() for r in caplog.records] == [report.explain()]  # the first reasons are printed
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scalelab.data.comparisons"):
+        load_comparisons(_write_jsonl(tmp_path / "ok.jsonl", [good]))
+    assert not caplog.records  # nothing to say about a clean file
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_invalid_utf8_lines_are_skipped_with_a_reason_or_refused_when_strict(tmp_path, suffix):
+    if suffix == ".jsonl":
+        rows = [json.dumps({"prompt": p, "chosen": "a", "rejected": "b"}).encode() for p in ("q1", "q2", "q3")]
+    else:
+        rows = [b"prompt,chosen,rejected", b"q1,a,b", b"q2,a,b", b"q3,a,b"]
+    rows[1] = rows[1].replace(b"a", b"a\xff\xfe", 1)  # invalid UTF-8 on line 2
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    comparisons, report = load_comparisons(path)
+    assert len(comparisons) == 2 and report.skipped == [(2, "line is not valid UTF-8")]
+    assert all("\udcff" not in c.chosen for c in comparisons)
+    with pytest.raises(UserError, match="line 2: line is not valid UTF-8"):
+        load_comparisons(path, strict=True)
+
+
 def test_csv_without_required_columns_is_refused(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text("question,answer\nq,a\n", encoding="utf-8")

@@ -60,3 +60,15 @@ def test_config_hash_ignores_name_but_not_lr():
     b = load_config(None, ["name=b"])
     c = load_config(None, ["train.lr=0.5"])
     assert a.config_hash() == b.config_hash() != c.config_hash()
+
+
+def test_repeat_mixer_version_in_hash(monkeypatch):
+    """Runs trained by an older repetition mixer are not reused for the same config; plain runs keep their hash."""
+    from scalelab import config as config_module
+    from scalelab.config import load_config
+
+    repeated = load_config(None, ["data.repeat_fraction=0.5", "data.repeat_epochs=4"])
+    plain = load_config(None, [])
+    before = repeated.config_hash(), plain.config_hash()
+    monkeypatch.setattr(config_module, "REPEAT_MIXER_VERSION", config_module.REPEAT_MIXER_VERSION + 1)
+    assert repeated.config_hash() != before[0] and plain.config_hash() == before[1]

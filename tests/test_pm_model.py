@@ -31,8 +31,19 @@ def tiny_pm(objective: str = "ranked", context: int = 64, seed: int = 0) -> Pref
     return pm.eval()
 
 
+def mixing_pm(context: int = 64) -> PreferenceModel:
+    """A PM whose every weight is random and non-zero: the modern recipe zero-initialises the blocks'
+    output projections, which makes each block the identity, so nothing would mix across positions."""
+    pm = tiny_pm(context=context)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in pm.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    return pm
+
+
 def test_score_is_read_at_the_end_token_whatever_the_padding():
-    pm = tiny_pm()
+    pm = mixing_pm()
     short, long = pm.encode("Q: hi", "yes"), pm.encode("Q: a much longer prompt here", "a longer answer")
     batch = collate([short, long], pad_id=7)
     assert batch.idx[0, batch.score_pos[0]].item() == pm.tokenizer.eot_id
@@ -43,6 +54,10 @@ def test_score_is_read_at_the_end_token_whatever_the_padding():
         other_pad = pm.head_scores(collate([short, long], pad_id=200))
     assert padded[0].item() == pytest.approx(alone[0].item(), abs=1e-5)
     assert other_pad[0].item() == pytest.approx(alone[0].item(), abs=1e-5)
+    # the blocks do mix positions: an earlier token changes the score, so padding could leak if it were seen
+    with torch.no_grad():
+        changed = pm.head_scores(collate([pm.encode("Q: ho", "yes")]))
+    assert abs(changed[0].item() - alone[0].item()) > 1e-3
     assert pm.score(["Q: hi yes"]).shape == (1,)
 
 

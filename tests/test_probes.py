@@ -159,6 +159,7 @@ def _cli(*args):
                           env=env)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cli_probe_induction(tiny_cfg, tmp_path):
     from scalelab.store import RunStore
     from scalelab.train.loop import train

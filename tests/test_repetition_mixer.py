@@ -115,18 +115,64 @@ def test_document_granularity_respects_boundaries():
 
 
 def test_padding_is_ignored_by_the_loss():
+    """The padded tail of a document subset scores nothing: the loss is the mean over real targets only."""
+    import torch.nn.functional as F
+
     from scalelab.model import GPT, GPTConfig
 
     m = _mixer("document")
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=16, block_size=T, vocab_size=3000))
+    for p in model.parameters():  # no zero-initialised head: every target gets its own loss
+        torch.nn.init.normal_(p, std=0.5)
     for _ in range(m.micro_batches):
         x, y = m.next()
-        if (y == -1).any():
-            _, loss = model(x, y)
-            assert torch.isfinite(loss)
-            return
+        pad = y == -1
+        if not pad.any():
+            continue
+        assert (x[:, 1:][pad[:, :-1]] == 0).all() and not (y[~pad] < 0).any()  # padding: inputs 0, targets -1
+        logits, loss = model(x, y)
+        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), y.clamp_min(0).view(-1), reduction="none")
+        real = nll.view(y.shape)[~pad].mean()
+        as_token_zero = nll.mean()  # what the loss would be if padding were scored as token 0
+        assert torch.allclose(loss, real, atol=1e-5)
+        assert not torch.allclose(loss, as_token_zero, atol=1e-3)
+        return
     pytest.fail("no padded window was served")
+
+
+QUICK_W, QUICK_T = 300 * 16, 64  # the quick preset: 300 steps x 16 rows x 64 tokens
+
+
+@pytest.mark.parametrize("repeats", [1, 2, 3, 4, 7, 16, 64, 100, 256, 1000, 1024])
+def test_realised_fraction_within_one_percent_of_nominal(repeats):
+    """Whole-window subsets made f drift with R (0.427 for 0.5 at R = 1024); the token-exact tail keeps it."""
+    tokens = np.arange(400_000, dtype=np.uint32)
+    m = RepetitionMixer(tokens, None, QUICK_T, 16, 300, 0.5, repeats, granularity="chunk", seed=0)
+    a = m.accounting()
+    assert a["tokens_total"] == QUICK_W * QUICK_T and a["padding_tokens"] == 0
+    assert a["repeated_tokens"] + a["unique_tokens"] == a["tokens_total"]
+    assert abs(a["repeated_fraction"] - 0.5) <= 0.005
+    assert a["subset_tokens"] == a["subset_target_tokens"] == round(0.5 * QUICK_W * QUICK_T / repeats)
+
+
+def test_subset_tail_served_in_mixed_windows():
+    """S = round(0.3 * 800 / 7) = 34 tokens: 4 whole windows and a tail of 2, each target R times, no other twice."""
+    m = _mixer("chunk", fraction=0.3, repeats=7)
+    a = m.accounting()
+    assert (a["subset_tokens"], a["subset_windows"], a["subset_tail_tokens"], a["mixed_windows"]) == (34, 4, 2, 7)
+    assert a["unique_windows"] == 100 - 4 * 7 - 7 and a["repeated_tokens"] == 7 * 34
+    _, x, y = _walk(m)
+    assert not (y < 0).any()
+    subset = _positions(m, range(m.n_unique, m.n_unique + m.k))
+    tail = set(range(m._tail_vstart + 1, m._tail_vstart + 3))  # the tail's 2 targets (its first token is input only)
+    counts = Counter(y.ravel().tolist())
+    assert all(counts[t] == 7 for t in tail)
+    repeated = sum(c for t, c in counts.items() if t in subset or t in tail)
+    assert repeated == a["repeated_tokens"] == int(round(a["repeated_fraction"] * a["tokens_total"]))
+    assert all(c == 1 for t, c in counts.items() if t not in subset and t not in tail)  # unique tokens: once
+    heldout = set(m.unique_eval_windows(3).ravel().tolist())
+    assert not heldout & (subset | tail) and not heldout & set(counts)
 
 
 def test_determinism_by_seed():
@@ -175,7 +221,7 @@ def test_user_errors_say_what_to_change():
         _mixer("chunk", n=600)
     with pytest.raises(UserError, match="unique windows"):
         _mixer("document", n=600)
-    with pytest.raises(UserError, match="rounds to none"):
+    with pytest.raises(UserError, match="less than one window"):
         _mixer("chunk", fraction=0.01, repeats=50)
     with pytest.raises(UserError, match="granularity"):
         _mixer("sentence")

@@ -82,7 +82,9 @@ def test_corruptions_are_deterministic_and_balanced():
 
 def test_each_corruption_kind_does_what_it_says():
     docs = _documents()
+    seen = collections.Counter()
     for c in corruption_comparisons(docs, seed=1):
+        seen[c.meta["kind"]] += 1
         doc = docs[c.meta["doc"]]
         assert c.source == f"pmp:{c.meta['kind']}" and c.chosen != c.rejected
         assert c.prompt and (c.prompt + c.chosen) in doc  # the passage is real text of its document
@@ -94,10 +96,13 @@ def test_each_corruption_kind_does_what_it_says():
         else:
             assert c.rejected not in doc
             assert any(c.rejected in other for i, other in enumerate(docs) if i != c.meta["doc"])
+    assert set(seen) == set(CORRUPTION_KINDS) and min(seen.values()) >= 2  # every branch above was checked
 
 
 def test_shuffle_moves_whole_sentences():
-    for c in corruption_comparisons(_documents(), seed=5, kinds=("shuffle",)):
+    shuffled = list(corruption_comparisons(_documents(), seed=5, kinds=("shuffle",)))
+    assert len(shuffled) >= 5  # the checks below ran
+    for c in shuffled:
         chosen = [s.strip() for s in re.findall(r"[^.]+\.", c.chosen)]
         rejected = [s.strip() for s in re.findall(r"[^.]+\.", c.rejected)]
         assert len(chosen) >= 2 and rejected != chosen and sorted(rejected) == sorted(chosen)

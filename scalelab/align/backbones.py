@@ -134,8 +134,13 @@ def load_hf_backbone(folder: str | Path) -> tuple[HFBackbone, tk.HFTokenizer]:
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise UserError(f"{folder}: no such folder; give a local Hugging Face model folder (config.json, weights)")
+    if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+        raise UserError(f"{folder} holds pickled weights (*.bin) and no .safetensors; scalelab never unpickles "
+                        "a weights file, so convert the model to safetensors first")  # fmt: skip
     transformers = import_transformers()
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(path))
+    if not any(path.glob("*.safetensors")):
+        raise UserError(f"{folder} holds no .safetensors weights; give a folder saved with safe_serialization")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True)
     tokenizer = tk.load_pretrained(str(path))
     return HFBackbone(model, str(path)), tokenizer
 

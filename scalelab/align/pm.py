@@ -28,9 +28,17 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from scalelab.align.backbones import GPTBackbone, HFBackbone, gpt_backbone_from_config, import_transformers
+from scalelab.align.backbones import (
+    GPTBackbone,
+    HFBackbone,
+    gpt_backbone_from_config,
+    import_transformers,
+    is_hf_folder,
+    load_hf_backbone,
+)
 from scalelab.align.objectives import OBJECTIVES, response_logprobs
 from scalelab.data import tokenizers as tk
 from scalelab.data.comparisons import truncate_left
@@ -231,14 +239,50 @@ class PreferenceModel(nn.Module):
         tokenizer = tk.load_spec(folder / "tokenizer.json")
         if info["backbone"] == "hf":
             transformers = import_transformers()
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(folder / "backbone"))
+            model = transformers.AutoModelForCausalLM.from_pretrained(str(folder / "backbone"), use_safetensors=True)
             pm = cls(HFBackbone(model, info["backbone_config"].get("source", "")), tokenizer, info["objective"])
             load_model(pm.head, str(folder / "head.safetensors"), device="cpu")
         else:
+            model_vocab = int(info["backbone_config"].get("vocab_size", 0))
+            if tokenizer.vocab_size > model_vocab:
+                raise UserError(f"{folder}: tokenizer.json has {tokenizer.vocab_size} tokens but the model only "
+                                f"{model_vocab}; the folder mixes files of two PMs, copy it again")  # fmt: skip
             pm = cls(gpt_backbone_from_config(info["backbone_config"]), tokenizer, info["objective"])
-            load_model(pm, str(folder / "model.safetensors"), device="cpu")
+            try:
+                load_model(pm, str(folder / "model.safetensors"), device="cpu")
+            except (SafetensorError, OSError, RuntimeError) as e:  # not safetensors, truncated, other shapes
+                raise UserError(f"{folder / 'model.safetensors'} does not hold this PM's weights ({e}); "
+                                "train or copy the PM again") from None  # fmt: skip
         pm.meta = info.get("meta", {})
         return pm.to(device)
+
+
+def load_pm(path_or_run: str | os.PathLike[str], workdir: str | os.PathLike[str] = "scalelab-work",
+            device: str | torch.device = "cpu", objective: str | None = None) -> PreferenceModel:  # fmt: skip
+    """The one way to load a scorer: a saved PM, a scalelab LM checkpoint, or a Hugging Face folder.
+
+    ``path_or_run`` is a PM folder (or the run folder holding ``pm/``), a run id / name in
+    ``workdir``'s store, a checkpoint folder, or ``hf:FOLDER``. A saved PM keeps its head and its
+    objective unless ``objective`` is given; a language model (scalelab or Hugging Face) gets a
+    fresh zero head and the objective ``objective`` or, by default, 'imitation' (scored by summed
+    log-probability). Weights are read from safetensors only, never unpickled.
+    """
+    spec = str(path_or_run)
+    if not spec.startswith("hf:") and find_pm_folder(Path(spec)) is None and is_hf_folder(Path(spec)):
+        spec = f"hf:{spec}"
+    if spec.startswith("hf:"):
+        backbone, tokenizer = load_hf_backbone(spec.removeprefix("hf:"))
+        return PreferenceModel(backbone, tokenizer, objective or "imitation").to(device)
+    from scalelab.sampling import resolve_checkpoint
+    from scalelab.train.checkpoint import load_model_from_checkpoint
+
+    path = resolve_checkpoint(spec, workdir)
+    if find_pm_folder(path) is not None:
+        pm = PreferenceModel.load(path, device)
+        pm.objective = objective or pm.objective
+        return pm
+    model, tokenizer, _ = load_model_from_checkpoint(path)
+    return PreferenceModel(GPTBackbone(model), tokenizer, objective or "imitation").to(device)
 
 
 def find_pm_folder(path: Path) -> Path | None:

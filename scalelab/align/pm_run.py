@@ -1,11 +1,15 @@
 """One preference-model run end to end: backbone, data, optional PMP, fine-tuning, evaluation, records.
 
-`run_pm(spec, workdir)` is what ``scalelab pm train`` and the preference study call. It builds the
-backbone (a scalelab checkpoint, a fresh ladder size, a saved PM or a Hugging Face folder), loads and
-splits the comparisons, runs preference-model pre-training when asked (Askell et al. 2021, arXiv
-2112.00861, section 5: the ranked loss on a binarised automatic set, then fine-tuning on the target
-comparisons), trains with the chosen objective, evaluates held-out accuracy and calibration, saves
-the PM under ``<workdir>/runs/<run_id>/pm/`` and records config, metrics and summary in the run store.
+`run_pm(spec, workdir)` is what ``scalelab pm train`` calls: it creates the run in the store and
+records into it. `pm_worker(cfg_dict, workdir, run_id, threads)` is the same run as a worker of the
+sweep executor (registered as kind "pm"): the driver created the run, the worker writes
+``record.json`` / ``metrics.jsonl`` / ``progress.json`` in the run folder and the driver ingests
+them. Either way the run builds the backbone (a scalelab checkpoint, a fresh ladder size, a saved
+PM, a Hugging Face folder, or ``run:NAME``: the completed run of that name in the same group),
+loads and splits the comparisons, runs preference-model pre-training when asked (Askell et al.
+2021, arXiv 2112.00861, section 5: the ranked loss on a binarised automatic set, then fine-tuning
+on the target comparisons), trains with the chosen objective, evaluates held-out accuracy and
+calibration, and saves the PM under ``<workdir>/runs/<run_id>/pm/``.
 """
 
 from __future__ import annotations
@@ -15,20 +19,25 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+import traceback
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
-from scalelab.align.backbones import GPTBackbone, fresh_gpt_backbone, is_hf_folder, load_hf_backbone
+from scalelab.align.backbones import fresh_gpt_backbone
 from scalelab.align.objectives import OBJECTIVES
-from scalelab.align.pm import PreferenceModel, encode_pairs, find_pm_folder
+from scalelab.align.pm import PreferenceModel, encode_pairs, load_pm
 from scalelab.align.pm_data import ComparisonSet, document_source, in_test_split, is_keyword, load_set, pmp_set
 from scalelab.align.pm_data import split_set as split_comparisons
 from scalelab.align.pm_train import PMTrainConfig, evaluate_pm, train_pm
+from scalelab.data.synthetic_comparisons import binarize
 from scalelab.errors import UserError
 from scalelab.store import RunStore
 from scalelab.train.loop import resolve_device
+from scalelab.train.record import FileRecorder, StoreRecorder
+
+RUN_REF = "run:"
 
 
 @dataclass
@@ -43,6 +52,9 @@ class PMRunSpec:
     test: str | None = None
     """A separate test file or keyword; default: split `test_fraction` of `data` off by group."""
     test_fraction: float = 0.1
+    split_seed: int | None = None
+    """Seed of the train/test split of `data` (default: the training seed). A set drawn from the train
+    documents of another split must use another seed, or its test part would be empty."""
     data_max: int | None = None
     """Build or read at most this many comparisons from `data` (before the split)."""
     max_train: int | None = None
@@ -62,6 +74,12 @@ class PMRunSpec:
     pmp_epochs: float = 1.0
     pmp_steps: int | None = None
     pmp_lr: float = 3e-4
+    binarize: bool = False
+    """Binarise `data` before the split: a PMP stage as a run of its own (Askell et al. 2021, section 5)."""
+    zero_shot: bool = False
+    """Evaluate the backbone as it is, without training: the LM choosing by log-probability (imitation)."""
+    base_config_hash: str | None = None
+    """With ``base = 'run:NAME'``: the config hash that run must have (a study's plan sets it)."""
     train: PMTrainConfig | None = None
     device: str = "auto"
     threads: int | None = None
@@ -79,18 +97,34 @@ class PMRunSpec:
         if self.pmp and self.objective == "imitation":
             raise UserError("PMP trains the scalar head, which imitation does not use; drop --pmp or choose "
                             "--objective ranked or binary")
+        if self.zero_shot and (self.objective != "imitation" or self.pmp):
+            raise UserError("a zero-shot evaluation scores by log-probability: use objective 'imitation' and no PMP")
         if self.base is None and self.size is None:
             raise UserError("give a backbone: --base RUN_OR_CHECKPOINT (or hf:FOLDER) or --size NAME (e.g. 'xs')")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> PMRunSpec:
+        """The spec of ``to_dict()``; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown PM run keys {unknown}; valid: {', '.join(sorted(known))}")
+        return cls(**d)
+
     def config_hash(self) -> str:
-        """Hash of what changes the result: the spec without its name, group and threads, plus data stamps."""
+        """Hash of what changes the result: the spec without name, group and threads; input files by content.
+
+        A file is hashed by its content (not its path), so a study's work directory can move.
+        """
         d = self.to_dict()
         for key in ("name", "group", "threads"):
             d.pop(key)
-        d["stamps"] = [_stamp(s) for s in (self.data, self.test, self.pmp, self.base) if s]
+        for key in ("data", "test", "pmp", "base"):
+            if d[key]:
+                d[key] = _stamp(d[key])
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -108,25 +142,36 @@ def _stamp(spec: str) -> str:
     return spec
 
 
+def resolve_base(spec: PMRunSpec, workdir: Path) -> str | None:
+    """The backbone path: ``run:NAME`` becomes the folder of the completed run of that name in the group.
+
+    The store is only read. With ``base_config_hash`` the run must have that config hash (the plan's),
+    so that a PM never trains on a stale backbone of the same name.
+    """
+    if spec.base is None or not spec.base.startswith(RUN_REF):
+        return spec.base
+    name = spec.base[len(RUN_REF) :]
+    store = RunStore.in_workdir(workdir)
+    try:
+        runs = [r for r in store.find_runs(group=spec.group, status="completed") if r["name"] == name
+                and spec.base_config_hash in (None, r["config_hash"])]  # fmt: skip
+    finally:
+        store.close()
+    if not runs:
+        want = f" with config hash {spec.base_config_hash}" if spec.base_config_hash else ""
+        raise UserError(f"base {spec.base!r}: no completed run named {name!r}{want} in group {spec.group!r}; "
+                        "train it first (a study plans it in an earlier stage)")
+    return str(workdir / "runs" / runs[-1]["id"])
+
+
 def build_pm(spec: PMRunSpec, workdir: Path) -> PreferenceModel:
     """The untrained PM of a spec: head (zero) on the chosen backbone; a saved PM keeps its head."""
     torch.manual_seed(spec.train.seed)
-    if spec.base is None:
+    base = resolve_base(spec, workdir)
+    if base is None:
         backbone, tokenizer = fresh_gpt_backbone(spec.size, spec.context, seed=spec.train.seed)
         return PreferenceModel(backbone, tokenizer, spec.objective)
-    if spec.base.startswith("hf:") or is_hf_folder(Path(spec.base)):
-        backbone, tokenizer = load_hf_backbone(spec.base.removeprefix("hf:"))
-        return PreferenceModel(backbone, tokenizer, spec.objective)
-    from scalelab.sampling import resolve_checkpoint
-    from scalelab.train.checkpoint import load_model_from_checkpoint
-
-    path = resolve_checkpoint(spec.base, workdir)
-    if find_pm_folder(path) is not None:
-        pm = PreferenceModel.load(path)
-        pm.objective = spec.objective
-        return pm
-    model, tokenizer, _ = load_model_from_checkpoint(path)
-    return PreferenceModel(GPTBackbone(model), tokenizer, spec.objective)
+    return load_pm(base, workdir, objective=spec.objective)
 
 
 def _fits(pm: PreferenceModel):
@@ -148,13 +193,16 @@ def load_data(spec: PMRunSpec, pm: PreferenceModel) -> tuple[ComparisonSet, list
     seed = spec.train.seed
     data = load_set(spec.data, format=spec.format, seed=seed, max_pairs=spec.data_max,
                     fits=_fits(pm) if is_keyword(spec.data) else None)
+    if spec.binarize:
+        data.comparisons = binarize(data.comparisons)
     if spec.test:
         test_set = load_set(spec.test, format=spec.format, seed=seed + 1, max_pairs=spec.max_test,
                             fits=_fits(pm) if is_keyword(spec.test) else None)  # fmt: skip
         train, test = data.comparisons, test_set.comparisons
         data.n_skipped += test_set.n_skipped
     else:
-        train, test = split_comparisons(data.comparisons, spec.test_fraction, seed)
+        split_seed = seed if spec.split_seed is None else spec.split_seed
+        train, test = split_comparisons(data.comparisons, spec.test_fraction, split_seed)
     if spec.max_train is not None:
         train = train[: spec.max_train]
     if spec.max_test is not None:
@@ -168,10 +216,12 @@ def _pmp_keep_doc(spec: PMRunSpec):
         return None
     if document_source(spec.pmp) != document_source(spec.data):
         return None
-    return lambda i: not in_test_split(f"doc:{i}", spec.test_fraction, spec.train.seed)
+    seed = spec.train.seed if spec.split_seed is None else spec.split_seed
+    return lambda i: not in_test_split(f"doc:{i}", spec.test_fraction, seed)
 
 
-def _pmp_stage(spec: PMRunSpec, pm: PreferenceModel, run_dir: Path, rows: list, progress: bool) -> dict:
+def _pmp_stage(spec: PMRunSpec, pm: PreferenceModel, run_dir: Path, rows: list, progress: bool,
+               progress_file: Path | None) -> dict:  # fmt: skip
     """Preference-model pre-training (Askell et al. 2021, section 5): the ranked loss on a (binarised)
     automatic set at ``pmp_lr``; evaluated on a held-out tenth of that set and saved to ``run_dir/pmp``."""
     fits = _fits(pm) if is_keyword(spec.pmp) else None
@@ -182,7 +232,7 @@ def _pmp_stage(spec: PMRunSpec, pm: PreferenceModel, run_dir: Path, rows: list, 
     cfg = PMTrainConfig(**{**spec.train.to_dict(), "objective": "ranked", "epochs": spec.pmp_epochs,
                            "steps": spec.pmp_steps, "lr": spec.pmp_lr, "min_steps": 0})  # fmt: skip
     objective, pm.objective = pm.objective, "ranked"
-    stats = train_pm(pm, train_pairs, cfg, progress=progress,
+    stats = train_pm(pm, train_pairs, cfg, progress=progress, progress_file=progress_file,
                      log=lambda s, n, v: rows.append((s, 0, 0.0, "pmp", n, float(v))))  # fmt: skip
     ev = evaluate_pm(pm, held_pairs, batch_size=cfg.eval_batch_size, seed=cfg.seed)
     rows.append((stats["steps"], 0, 0.0, "pmp_test", "accuracy", ev.accuracy.value))
@@ -196,45 +246,71 @@ def _pmp_stage(spec: PMRunSpec, pm: PreferenceModel, run_dir: Path, rows: list, 
             "pmp_notes": pmp.notes, "pmp_path": str(run_dir / "pmp")}  # fmt: skip
 
 
-def run_pm(spec: PMRunSpec, workdir: str | Path, *, progress: bool = False, reuse: bool = False) -> dict:
-    """Train, evaluate, save and record one PM; returns the run summary (see `scalelab pm train`).
-
-    With ``reuse``, a completed run of the same config hash whose PM folder exists is returned as is.
-    """
+def run_pm(spec: PMRunSpec, workdir: str | Path, *, progress: bool = False) -> dict:
+    """Train, evaluate, save and record one PM in the store; returns the run summary (`scalelab pm train`)."""
     workdir = Path(workdir)
-    store = RunStore.in_workdir(workdir)
-    config_hash = spec.config_hash()
-    if reuse:
-        for run in reversed(store.find_runs(config_hash=config_hash, status="completed")):
-            if find_pm_folder(workdir / "runs" / run["id"]) is not None:
-                return {**run["summary"], "reused": True}
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    device = resolve_device(spec.device)
     pm = build_pm(spec, workdir)
+    store = RunStore.in_workdir(workdir)
+    counts = pm.param_counts()
+    run_id = store.create_run(spec.name or f"pm-{spec.objective}", spec.to_dict(), spec.config_hash(),
+                              group=spec.group, params=counts["params"],
+                              params_nonembed=counts["params_nonembed"])  # fmt: skip
+    return execute(spec, pm, workdir, run_id, StoreRecorder(store, run_id), progress=progress)
+
+
+def pm_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | None) -> dict:
+    """One PM run as a sweep worker (kind "pm"): records into files of the run folder; never raises.
+
+    Returns the run summary, or ``{"run_id", "status": "failed" | "interrupted", "error"}``.
+    """
+    try:
+        spec = PMRunSpec.from_dict(cfg_dict)
+        if threads or spec.threads:
+            torch.set_num_threads(threads or spec.threads)
+        recorder = FileRecorder(Path(workdir) / "runs" / run_id)
+        recorder.truncate(-1)  # a run started again (after a kill) records from scratch
+        pm = build_pm(spec, Path(workdir))
+        counts = pm.param_counts()
+        recorder.update(params=counts["params"], params_nonembed=counts["params_nonembed"])
+        return execute(spec, pm, Path(workdir), run_id, recorder, progress=False, progress_file=True)
+    except BaseException as e:  # a failed run must not take the sweep down
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        return {"run_id": run_id, "status": status, "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(limit=6)}  # fmt: skip
+
+
+def execute(spec: PMRunSpec, pm: PreferenceModel, workdir: Path, run_id: str, recorder, *, progress: bool = False,
+            progress_file: bool = False) -> dict:  # fmt: skip
+    """Train (unless zero-shot), evaluate, save the PM and record the run through ``recorder``."""
+    device = resolve_device(spec.device)
+    run_dir = workdir / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "config.json", spec.to_dict())
     data, train, test = load_data(spec, pm)
     train_pairs, test_pairs = encode_pairs(pm, train), encode_pairs(pm, test)
     counts = pm.param_counts()
-    run_id = store.create_run(spec.name or f"pm-{spec.objective}", spec.to_dict(), config_hash, group=spec.group,
-                              params=counts["params"], params_nonembed=counts["params_nonembed"])  # fmt: skip
-    store.update_run(run_id, status="running", started_at=time.time())
-    run_dir = workdir / "runs" / run_id
+    recorder.update(status="running", started_at=time.time(), error=None)
     rows: list[tuple] = []
-    summary: dict = {"run_id": run_id, "objective": spec.objective, "params": counts["params"],
+    summary: dict = {"run_id": run_id, "name": spec.name, "objective": spec.objective, "params": counts["params"],
                      "params_nonembed": counts["params_nonembed"], "data": spec.data, "pmp": spec.pmp,
-                     "base": spec.base, "size": spec.size}  # fmt: skip
+                     "base": spec.base, "base_path": resolve_base(spec, workdir), "size": spec.size}  # fmt: skip
+    pfile = run_dir / "progress.json" if progress_file else None
+    stats = {"steps": 0, "pairs_per_s": None, "tokens_per_s": None, "wall_s": 0.0, "final_loss": float("nan")}
     pm.to(device)
     try:
         if spec.pmp:
-            summary.update(_pmp_stage(spec, pm, run_dir, rows, progress))
+            summary.update(_pmp_stage(spec, pm, run_dir, rows, progress, pfile))
         step0 = summary.get("pmp_steps", 0)
-        stats = train_pm(pm, train_pairs, spec.train, progress=progress, step_offset=step0,
-                         log=lambda s, n, v: rows.append((s, 0, 0.0, "train", n, float(v))))  # fmt: skip
+        if not spec.zero_shot:
+            stats = train_pm(pm, train_pairs, spec.train, progress=progress, step_offset=step0, progress_file=pfile,
+                             log=lambda s, n, v: rows.append((s, 0, 0.0, "train", n, float(v))))  # fmt: skip
         ev = evaluate_pm(pm, test_pairs, batch_size=spec.train.eval_batch_size, seed=spec.train.seed)
     except BaseException as e:
-        store.log_metrics(run_id, rows)
-        store.update_run(run_id, status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                         error=str(e)[:2000], finished_at=time.time())  # fmt: skip
+        recorder.log(rows)
+        recorder.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                        error=f"{type(e).__name__}: {e}"[:2000], finished_at=time.time())  # fmt: skip
         raise
     margin = torch.as_tensor(ev.scores_chosen - ev.scores_rejected)
     test_loss = float(torch.nn.functional.softplus(-margin).mean())  # the ranked loss on held-out pairs
@@ -244,22 +320,25 @@ def run_pm(spec: PMRunSpec, workdir: str | Path, *, progress: bool = False, reus
         rows.append((final_step, 0, 0.0, "test", metric, float(value)))  # fmt: skip
     summary.update(ev.summary())
     summary.update(
-        n_train=len(train_pairs), n_skipped=data.n_skipped, n_filtered_long=data.n_filtered_long,
+        n_train=0 if spec.zero_shot else len(train_pairs), n_skipped=data.n_skipped,
+        skipped_lines=[f"line {n}: {why}" for n, why in (data.report.skipped[:5] if data.report else [])],
+        n_filtered_long=data.n_filtered_long,
         n_truncated=train_pairs.counts.n_truncated + test_pairs.counts.n_truncated,
         n_response_truncated=train_pairs.counts.n_response_truncated + test_pairs.counts.n_response_truncated,
         n_sequences=train_pairs.counts.n_sequences + test_pairs.counts.n_sequences,
         steps=stats["steps"], pairs_per_s=stats["pairs_per_s"], tokens_per_s=stats["tokens_per_s"],
         train_wall_s=stats["wall_s"], final_train_loss=stats["final_loss"], test_loss=test_loss,
-        scoring=pm.scoring, context=pm.context, device=str(device), config_hash=config_hash,
-        pm_path=str(run_dir / "pm"),
+        scoring=pm.scoring, context=pm.context, device=str(device), config_hash=spec.config_hash(),
+        pm_path=str(run_dir / "pm"), status="completed",
     )  # fmt: skip
     pm.meta = {"run_id": run_id, "spec": spec.to_dict(), "accuracy": ev.accuracy.value}
     pm.to("cpu").save(run_dir / "pm")
     _write_json(run_dir / "summary.json", summary)
     _write_json(run_dir / "scores.json", {"chosen": ev.scores_chosen.tolist(), "rejected": ev.scores_rejected.tolist()})
-    store.log_metrics(run_id, rows)
-    store.update_run(run_id, status="completed", summary=summary, final_val_loss=test_loss, finished_at=time.time(),
-                     final_train_loss=stats["final_loss"] if math.isfinite(stats["final_loss"]) else None)  # fmt: skip
+    recorder.log(rows)
+    final_train = stats["final_loss"] if math.isfinite(stats["final_loss"]) else None
+    recorder.update(status="completed", summary=summary, final_val_loss=test_loss, finished_at=time.time(),
+                    final_train_loss=final_train)  # fmt: skip
     return summary
 
 

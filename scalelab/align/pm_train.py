@@ -17,12 +17,16 @@ comparison set with the ranked loss, followed by `train_pm` on the target compar
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -121,11 +125,12 @@ def step_loss(pm: PreferenceModel, pairs: EncodedPairs, batch: list[int], object
 
 
 def train_pm(pm: PreferenceModel, pairs: EncodedPairs, cfg: PMTrainConfig, *, log: LogFn | None = None,
-             progress: bool = False, step_offset: int = 0) -> dict:  # fmt: skip
+             progress: bool = False, step_offset: int = 0, progress_file: Path | None = None) -> dict:  # fmt: skip
     """Train ``pm`` in place on encoded comparisons; returns steps, pairs/s, tokens/s and the last loss.
 
     ``log(step, name, value)`` receives the training loss and lr every few steps (``step_offset`` is
-    added, so that a fine-tuning stage continues the step count of a PMP stage).
+    added, so that a fine-tuning stage continues the step count of a PMP stage). ``progress_file``
+    is replaced at every log step with the sweep driver's progress record (see `write_progress`).
     """
     if len(pairs) == 0:
         raise UserError("no training comparisons; check the data file and the train/test split")
@@ -169,6 +174,10 @@ def train_pm(pm: PreferenceModel, pairs: EncodedPairs, cfg: PMTrainConfig, *, lo
                     log(step_offset + step + 1, "lr", cfg.lr * factor)
                 elapsed = time.perf_counter() - t0
                 bar.update(step + 1, loss_value, n_tokens / elapsed if elapsed > 0 else 0.0)
+                if progress_file is not None:
+                    write_progress(progress_file, step_offset + step + 1, step_offset + total, loss_value,
+                                   n_tokens / elapsed if elapsed > 0 else None, elapsed,
+                                   elapsed / (step + 1) * (total - step - 1))  # fmt: skip
     finally:
         bar.stop()
     if cuda:
@@ -177,6 +186,18 @@ def train_pm(pm: PreferenceModel, pairs: EncodedPairs, cfg: PMTrainConfig, *, lo
     pm.eval()
     return {"steps": total, "pairs_seen": n_pairs, "wall_s": wall, "pairs_per_s": n_pairs / wall if wall else 0.0,
             "tokens_per_s": n_tokens / wall if wall else 0.0, "final_loss": loss_value}  # fmt: skip
+
+
+def write_progress(path: Path, step: int, iters: int, loss: float, tokens_per_s: float | None, elapsed_s: float,
+                   eta_s: float | None) -> None:  # fmt: skip
+    """Replace ``path`` atomically with the progress record the sweep driver polls (same keys as LM runs)."""
+    record = {"step": step, "iters": iters, "loss": loss if math.isfinite(loss) else None, "val_loss": None,
+              "tokens_per_s": tokens_per_s, "elapsed_s": elapsed_s, "eta_s": eta_s, "pid": os.getpid(),
+              "host": socket.gethostname(), "time": time.time()}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
 
 
 @dataclass

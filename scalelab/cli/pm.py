@@ -77,24 +77,6 @@ def train_cmd(
                                "n_skipped", "n_truncated", "pmp_accuracy", "pairs_per_s", "pm_path"))  # fmt: skip
 
 
-def _load_scorer(checkpoint: str, workdir: Path):
-    """A PM from a PM folder / run; a plain LM checkpoint or HF folder becomes a log-probability scorer."""
-    from scalelab.align.backbones import GPTBackbone, is_hf_folder, load_hf_backbone
-    from scalelab.align.pm import PreferenceModel, find_pm_folder
-
-    if checkpoint.startswith("hf:") or is_hf_folder(Path(checkpoint)):
-        backbone, tokenizer = load_hf_backbone(checkpoint.removeprefix("hf:"))
-        return PreferenceModel(backbone, tokenizer, "imitation")
-    from scalelab.sampling import resolve_checkpoint
-    from scalelab.train.checkpoint import load_model_from_checkpoint
-
-    path = resolve_checkpoint(checkpoint, workdir)
-    if find_pm_folder(path) is not None:
-        return PreferenceModel.load(path)
-    model, tokenizer, _ = load_model_from_checkpoint(path)
-    return PreferenceModel(GPTBackbone(model), tokenizer, "imitation")
-
-
 @pm_app.command("score")
 def score_cmd(
     checkpoint: str = typer.Argument(..., help="A PM run id, run folder or pm/ folder."),
@@ -107,11 +89,11 @@ def score_cmd(
     json_out: bool = JsonOpt,
 ):
     """Accuracy (bootstrap 95% interval) and calibration (ECE) of a saved PM on comparisons."""
-    from scalelab.align.pm import encode_pairs
+    from scalelab.align.pm import encode_pairs, load_pm
     from scalelab.align.pm_data import load_set
     from scalelab.align.pm_train import evaluate_pm
 
-    pm = _load_scorer(checkpoint, workdir)
+    pm = load_pm(checkpoint, workdir)
     loaded = load_set(data, format=format, seed=seed, max_pairs=max_pairs)
     pairs = encode_pairs(pm, loaded.comparisons)
     ev = evaluate_pm(pm, pairs, seed=seed)
@@ -135,11 +117,11 @@ def choice_cmd(
     json_out: bool = JsonOpt,
 ):
     """HHH-style binary-choice evaluation (Askell et al. 2021): pick the higher-scored response."""
-    from scalelab.align.pm import TruncationCounts
+    from scalelab.align.pm import TruncationCounts, load_pm
     from scalelab.evals.choice_format import load_choice_items, score_choice
 
     items = load_choice_items(data)
-    pm = _load_scorer(checkpoint, workdir)
+    pm = load_pm(checkpoint, workdir)
     first = [pm.encode(item.query, item.responses[0]) for item in items]
     second = [pm.encode(item.query, item.responses[1]) for item in items]
     counts = TruncationCounts()

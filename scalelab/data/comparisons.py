@@ -14,8 +14,9 @@ Formats read by `load_comparisons`:
 - ``generic``: rows with ``prompt``, ``chosen``, ``rejected`` and an optional ``margin`` (a finite
   number >= 0), from JSONL, CSV, or a Hugging Face dataset (a local directory or a hub name).
 
-Malformed lines are skipped and listed in the `LoadReport` with their line numbers, or, with
-``strict=True``, the first one raises a `UserError` that names the line and the reason.
+Malformed lines (bad JSON, missing keys, invalid UTF-8, ...) are skipped and listed in the
+`LoadReport` with their line numbers, and the first few reasons are logged as a warning (the CLI
+prints it); with ``strict=True`` the first one raises a `UserError` that names the line and the reason.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import csv
 import gzip
 import itertools
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -38,6 +40,8 @@ FORMATS = ("hh", "generic", "auto")
 DIVERGED_POLICIES = ("split", "skip")
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 CSV_SUFFIXES = (".csv", ".csv.gz")
+
+log = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
 RowItem = tuple[int, "Row | None", "str | None"]  # (line number, row, reason it is malformed)
@@ -95,6 +99,15 @@ class LoadReport:
         """One line for a log: counts of loaded, skipped and noted lines."""
         return (f"{self.source} ({self.format}): {self.n_loaded} comparisons loaded, "
                 f"{self.n_skipped} {self.unit}s skipped, {len(self.notes)} noted")
+
+    def explain(self, limit: int = 5) -> str:
+        """The first ``limit`` skipped lines with their reasons, e.g. "line 3: bad JSON (...)"."""
+        if not self.skipped:
+            return f"{self.source}: no {self.unit}s skipped"
+        shown = "; ".join(f"{self.unit} {n}: {reason}" for n, reason in self.skipped[:limit])
+        more = f"; and {self.n_skipped - limit} more" if self.n_skipped > limit else ""
+        return (f"{self.source}: skipped {self.n_skipped} of {self.n_skipped + self.n_loaded} {self.unit}s "
+                f"({shown}{more}); fix them, or load with strict=True to stop at the first")
 
 
 class _PolicySkip(UserError):
@@ -241,13 +254,16 @@ def _rows_jsonl(path: Path) -> Iterator[RowItem]:
 def _rows_csv(path: Path) -> tuple[list[str], list[RowItem]]:
     """Header and rows of a CSV file, read whole (comparison CSVs are small next to JSONL sets)."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+    # invalid UTF-8 bytes become lone surrogates, so that the row holding them is skipped with a reason
+    with opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])
         items: list[RowItem] = []
         start = reader.line_num + 1
         for record in reader:
-            if None in record:
+            if any(isinstance(v, str) and _has_bad_bytes(v) for v in record.values()):
+                items.append((start, None, "line is not valid UTF-8"))
+            elif None in record:
                 items.append((start, None, "more cells than header columns"))
             elif any(v is None for v in record.values()):
                 items.append((start, None, "fewer cells than header columns"))
@@ -255,6 +271,11 @@ def _rows_csv(path: Path) -> tuple[list[str], list[RowItem]]:
                 items.append((start, record, None))
             start = reader.line_num + 1
     return columns, items
+
+
+def _has_bad_bytes(text: str) -> bool:
+    """Whether ``text`` holds bytes that were not valid UTF-8 (decoded with errors='surrogateescape')."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def _rows_hf(name: str, split: str | None) -> tuple[list[str], Iterator[RowItem]]:
@@ -364,6 +385,8 @@ def load_comparisons(
         if note:
             report.notes.append((line_no, note))
     report.n_loaded = len(comparisons)
+    if report.skipped:
+        log.warning(report.explain())
     return comparisons, report
 
 

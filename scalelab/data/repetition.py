@@ -6,13 +6,18 @@ remaining (1 - f) D tokens from data seen exactly once. Test loss is measured on
 none of the repeated subset (the val/test splits, and the train windows this run never uses).
 
 The unit of the schedule is a *window* of block_size + 1 tokens (T inputs, T targets). The run
-has W = D / T window slots. The subset is sized in windows, k_target = round(f W / R) (half up,
-and at most floor(W / R) so that k R <= W):
+has W = D / T window slots.
 
-- `chunk`: the train split is cut into disjoint chunks of T + 1 tokens; k = k_target chunks,
-  drawn at random, form the subset; the unique windows are other chunks. No raw token position
-  is shared between a repeated and a unique window.
-- `document`: documents are taken in a seeded random order until, laid end to end and cut into
+- `chunk`: the subset holds exactly S = round(f D / R) target tokens (half up, at most D / R), so
+  the realised share of repeated tokens R S / D is f to within R / (2 D), whatever R: k = S // T
+  whole chunks of T + 1 tokens, drawn at random from the train split cut into disjoint chunks,
+  plus a *tail* of r = S - k T tokens (the head of one more chunk). The tail is served R times in
+  *mixed* windows: its r + 1 tokens, then T - r fresh unique tokens (a new unique chunk's head
+  each time). Rounding the subset to whole windows instead made the realised share drift with R
+  (f = 0.5 gave 0.427 at R = 1024 in a 300-step run). No raw token position is shared between
+  the subset and a unique window.
+- `document`: the subset is sized in windows, k_target = round(f W / R) (half up, at most
+  floor(W / R)). Documents are taken in a seeded random order until, laid end to end and cut into
   windows of T + 1 tokens that overlap by one token (so every subset token but the first is a
   target exactly once per pass), they fill at least k_target windows. The subset is therefore
   whole documents and overshoots the budget by less than one document; its last window is
@@ -21,16 +26,18 @@ and at most floor(W / R) so that k R <= W):
   a UserError rather than silently repeating more than f. The unique windows are disjoint T + 1
   chunks of the remaining documents laid end to end, so "unique" never touches the subset.
 
-The schedule is the U = W - k R unique windows (once each) and the k subset windows (R times
-each), shuffled together with the seed; `next()` walks it. Micro-batch m of the run is the slice
-[m world B, (m + 1) world B) of the schedule, of which rank r takes its r-th block of B rows, so
-the ranks are disjoint and together cover the schedule. `state_dict()` is the position: a resumed
-run sees exactly the remaining sequence. `accounting()` reports the exact counts.
+The schedule is the U unique windows (once each), the k whole subset windows (R times each) and
+(chunk) the R mixed windows, shuffled together with the seed; `next()` walks it. Micro-batch m of
+the run is the slice [m world B, (m + 1) world B) of the schedule, of which rank r takes its r-th
+block of B rows, so the ranks are disjoint and together cover the schedule. `state_dict()` is
+the position: a resumed run sees exactly the remaining sequence. `accounting()` reports the
+exact counts.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -106,25 +113,34 @@ class RepetitionMixer:
         self.windows_total = self.micro_batches * world * batch_size  # W
         self.k_target = min(math.floor(self.fraction * self.windows_total / self.repeats + 0.5),
                             self.windows_total // self.repeats)  # fmt: skip
-        if self.fraction > 0 and self.k_target == 0:
+        D = self.windows_total * block_size
+        self.subset_target_tokens = min(math.floor(self.fraction * D / self.repeats + 0.5), D // self.repeats)  # S
+        whole = self.k_target if granularity == "document" else self.subset_target_tokens // block_size
+        if self.fraction > 0 and whole == 0:
             raise UserError(
                 f"repetition fraction={fraction} with repeats={repeats} gives a subset of "
-                f"{self.fraction * self.windows_total / self.repeats:.3g} windows, which rounds to none; "
+                f"{self.fraction * D / self.repeats:.3g} tokens, less than one window of {block_size}; "
                 "raise the fraction, lower repeats or train for more steps"
             )
         self.subset_documents: np.ndarray | None = None
+        self.tail = 0  # subset tokens beyond whole windows (chunk granularity): served in mixed windows
         if granularity == "chunk":
             self._build_chunks()
         else:
             self._build_documents(doc_starts)
-        self.n_unique = self.windows_total - self.k * self.repeats  # U
+        self.n_mixed = self.repeats if self.tail else 0
+        self.n_unique = self.windows_total - self.k * self.repeats - self.n_mixed  # U
         self._check_unique_supply()
-        self._unique_vstarts = self._unique_perm[: self.n_unique] * self._unique_stride
-        self._heldout_vstarts = self._unique_perm[self.n_unique :] * self._unique_stride
+        U, M = self.n_unique, self.n_mixed
+        self._unique_vstarts = self._unique_perm[:U] * self._unique_stride
+        self._mixed_vstarts = self._unique_perm[U : U + M] * self._unique_stride
+        self._heldout_vstarts = self._unique_perm[U + M :] * self._unique_stride
         dtype = np.int32 if self.windows_total < 2**31 else np.int64
-        sched = np.concatenate([np.arange(self.n_unique, dtype=dtype),
-                                np.tile(np.arange(self.k, dtype=dtype), self.repeats) + dtype(self.n_unique)])
-        self.schedule = np.random.default_rng([seed, _SCHEDULE]).permutation(sched)  # ids: < U unique, else subset
+        sched = np.concatenate([np.arange(U, dtype=dtype),
+                                np.tile(np.arange(self.k, dtype=dtype), self.repeats) + dtype(U),
+                                np.arange(M, dtype=dtype) + dtype(U + self.k)])  # fmt: skip
+        # ids: < U unique; < U + k whole subset windows; else mixed (the subset's tail, then unique tokens)
+        self.schedule = np.random.default_rng([seed, _SCHEDULE]).permutation(sched)
         self.pos = 0  # micro-batches consumed
 
     # ------------------------------------------------------------------ construction
@@ -148,8 +164,10 @@ class RepetitionMixer:
         n_chunks = self.tokens.size // T1
         stream = _Stream(self.tokens, np.array([0]), np.array([n_chunks * T1]))
         perm = np.random.default_rng([self.seed, _SUBSET]).permutation(n_chunks)
-        self.k = self.k_target
-        if self.k > n_chunks:
+        self.k, self.tail = divmod(self.subset_target_tokens, self.block)
+        if self.k * self.repeats + self.repeats > self.windows_total and self.tail:
+            self.tail = 0  # f close to 1: no room for the mixed windows; the subset is whole windows
+        if self.k + (self.tail > 0) > n_chunks:
             raise UserError(
                 f"the repeated subset needs {self.k} chunks of {T1} tokens but the train split "
                 f"({self.tokens.size} tokens) holds {n_chunks}; use more data, fewer steps or a smaller fraction"
@@ -157,9 +175,11 @@ class RepetitionMixer:
         self._subset_stream, self._unique_stream = stream, stream
         self._subset_vstarts = perm[: self.k].astype(np.int64) * T1
         self._subset_valid = np.full(self.k, T1, dtype=np.int64)
-        self.subset_raw_tokens = self.k * T1
-        self.subset_tokens = self.k * self.block  # targets per pass
-        self._unique_perm, self._unique_stride = perm[self.k :].astype(np.int64), T1
+        self._tail_vstart = int(perm[self.k]) * T1 if self.tail else -1
+        self.subset_raw_tokens = self.k * T1 + (self.tail + 1 if self.tail else 0)
+        self.subset_tokens = self.k * self.block + self.tail  # targets per pass
+        used = self.k + (self.tail > 0)
+        self._unique_perm, self._unique_stride = perm[used:].astype(np.int64), T1
 
     def _build_documents(self, doc_starts: np.ndarray | None) -> None:
         T, T1, n = self.block, self.block + 1, self.tokens.size
@@ -228,7 +248,7 @@ class RepetitionMixer:
                 f"exceeds the run's {self.windows_total} windows, because whole documents overshoot the budget; "
                 "use granularity='chunk', a smaller fraction or more steps"
             )
-        if self._unique_perm.size < self.n_unique:
+        if self._unique_perm.size < self.n_unique + self.n_mixed:
             need = self.n_unique * T + self.subset_tokens
             raise UserError(
                 f"the train split holds {self.tokens.size} tokens: after the repeated subset "
@@ -244,9 +264,13 @@ class RepetitionMixer:
         T1 = self.block + 1
         if sched_id < self.n_unique:
             w = self._unique_stream.read(int(self._unique_vstarts[sched_id]), T1)
-        else:
+        elif sched_id < self.n_unique + self.k:
             j = sched_id - self.n_unique
             w = self._subset_stream.read(int(self._subset_vstarts[j]), T1)
+        else:  # the tail's tokens (tail targets), then fresh unique tokens for the rest of the window
+            j = sched_id - self.n_unique - self.k
+            head = self._subset_stream.read(self._tail_vstart, self.tail + 1)
+            w = np.concatenate([head, self._unique_stream.read(int(self._mixed_vstarts[j]), T1 - head.size)])
         if w.size == T1:
             return w, T1
         out = np.zeros(T1, dtype=w.dtype)
@@ -254,7 +278,7 @@ class RepetitionMixer:
         return out, w.size
 
     def next_ids(self) -> np.ndarray:
-        """Schedule ids of this rank's next micro-batch (< n_unique: unique window; else subset window)."""
+        """Schedule ids of this rank's next micro-batch (see `window` for what each id holds)."""
         if self.pos >= self.micro_batches:
             raise UserError(
                 f"the repetition schedule of {self.steps} steps x {self.grad_accum} micro-batches is used up; "
@@ -276,11 +300,12 @@ class RepetitionMixer:
         return x, y
 
     def state_dict(self) -> dict:
-        return {"pos": self.pos, "windows_total": self.windows_total, "subset_windows": self.k, "seed": self.seed}
+        return {"pos": self.pos, "windows_total": self.windows_total, "subset_windows": self.k, "seed": self.seed,
+                "subset_tokens": self.subset_tokens}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         mine = self.state_dict()
-        for key in ("windows_total", "subset_windows", "seed"):
+        for key in ("windows_total", "subset_windows", "seed", "subset_tokens"):
             if key in state and state[key] != mine[key]:
                 raise UserError(
                     f"the saved repetition schedule has {key}={state[key]} but this run's has {mine[key]}; "
@@ -292,16 +317,19 @@ class RepetitionMixer:
     def accounting(self) -> dict:
         """Exact token counts of the run (tokens = loss-bearing target positions, the unit of D)."""
         T, R, k = self.block, self.repeats, self.k
-        padding = R * (k * T - self.subset_tokens)
+        padding = R * (k * T - self.subset_tokens) if self.granularity == "document" else 0
         acct = {
             "granularity": self.granularity, "fraction": self.fraction, "repeats": R,
             "windows_total": self.windows_total, "tokens_total": self.windows_total * T,
             "subset_budget_tokens": self.fraction * self.windows_total * T / R,
             "subset_windows_target": self.k_target, "subset_windows": k,
+            "subset_target_tokens": self.subset_target_tokens, "subset_tail_tokens": self.tail,
+            "mixed_windows": self.n_mixed,
             "subset_documents": None if self.subset_documents is None else int(self.subset_documents.size),
             "subset_tokens": self.subset_tokens, "subset_raw_tokens": self.subset_raw_tokens,
             "repeated_windows": k * R, "repeated_tokens": R * self.subset_tokens,
-            "epochs_on_subset": R, "unique_windows": self.n_unique, "unique_tokens": self.n_unique * T,
+            "epochs_on_subset": R, "unique_windows": self.n_unique,
+            "unique_tokens": self.n_unique * T + self.n_mixed * (T - self.tail),
             "padding_tokens": padding, "heldout_unique_windows": int(self._heldout_vstarts.size),
             "train_split_tokens": int(self.tokens.size),
         }  # fmt: skip
@@ -340,3 +368,49 @@ class RepetitionMixer:
         """
         vstarts = self._unique_vstarts if seen else self._heldout_vstarts
         return self._eval(self._unique_stream, vstarts, n_batches, batch_size, seed, "seen" if seen else "held-out")
+
+
+# ---------------------------------------------------------------------- a corpus in which copying pays
+PRINTABLE = np.array([chr(c) for c in range(33, 127)])  # the byte tokens the induction probe draws from
+
+
+def write_copy_corpus(path: str | Path, chars: int = 8_000_000, span_share: float = 0.5, span_min: int = 8,
+                      span_max: int = 25, copies_min: int = 3, copies_max: int = 5, seed: int = 0,
+                      piece_chars: int = 1024, source: str = "stdlib") -> Path:  # fmt: skip
+    """Write a JSONL corpus in which copying pays: random spans repeated back to back, between pieces of real text.
+
+    `source` text is cut into pieces of `piece_chars` characters; each is replaced, with
+    probability span_share, by a *span document*: span_min..span_max distinct printable non-space
+    ASCII characters (the pool of the prefix-matching probe) repeated copies_min..copies_max times,
+    the format of Olsson et al.'s (2022) probe. A span's first copy is unpredictable and its later
+    copies are predictable only by copying from context, so induction heads pay off from the start
+    of training (on real text alone a small model needs billions of tokens). Deterministic in its
+    arguments; written atomically. Returns the path.
+    """
+    import json
+    import os
+
+    from scalelab.data.sources import iter_documents
+
+    if (not 0 <= span_share <= 1 or not 2 <= span_min <= span_max <= PRINTABLE.size
+            or not 2 <= copies_min <= copies_max or piece_chars < 16):  # fmt: skip
+        raise UserError("corpus: span_share must lie in [0, 1], 2 <= span_min <= span_max <= 94, "
+                        "2 <= copies_min <= copies_max and piece_chars >= 16; fix the [corpus] table")  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 77])
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    total = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for doc in iter_documents(source):
+            for a in range(0, len(doc.text), piece_chars):
+                text = doc.text[a : a + piece_chars]
+                if rng.random() < span_share:
+                    span = "".join(rng.choice(PRINTABLE, size=int(rng.integers(span_min, span_max + 1)), replace=False))
+                    text = span * int(rng.integers(copies_min, copies_max + 1))
+                fh.write(json.dumps({"text": text}) + "\n")
+                total += len(text)
+            if total >= chars:
+                break
+    os.replace(tmp, path)
+    return path

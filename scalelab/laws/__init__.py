@@ -38,6 +38,7 @@ from scalelab.laws.data_constrained import (
     fit_data_constrained,
 )
 from scalelab.laws.forecast import Forecast, forecast_chinchilla, forecast_power_law
+from scalelab.laws.inversion import effective_size, invert_power_law, parametric_bootstrap_power_law  # noqa: F401 (re-exports)
 from scalelab.laws.isoflop import IsoFlopFit, IsoFlopMinimum, fit_isoflop
 from scalelab.laws.objective import HUBER_DELTA
 from scalelab.laws.power import PowerLawFit, fit_power_law, power_law

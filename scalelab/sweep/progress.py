@@ -78,7 +78,10 @@ class SweepProgress:
         parts = [f"runs {done}/{self.planned} done" + (f" ({failed} failed)" if failed else "")]
         running_flops = 0.0
         for run_id, (name, flops) in running.items():
-            p = _read(self.workdir / "runs" / run_id / "progress.json") or {}
+            p = _read(self.workdir / "runs" / run_id / "progress.json")
+            if not p:  # still preparing (tokenizing, building sets, loading a backbone)
+                parts.append(f"{name}: starting")
+                continue
             step, iters = p.get("step"), p.get("iters")
             frac = step / iters if step is not None and iters else 0.0
             running_flops += frac * flops
@@ -92,7 +95,7 @@ class SweepProgress:
             parts.append(text)
         elapsed = time.perf_counter() - self._t0
         trained = self.flops_done + running_flops
-        if trained > 0 and self.flops_left > 0:
+        if trained > 0 and self.flops_left > 0 and elapsed > 5:
             parts.append(f"all ETA ~{_duration((self.flops_left - running_flops) * elapsed / trained)}")
         return " | ".join(parts)
 

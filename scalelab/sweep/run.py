@@ -15,8 +15,11 @@ failed run is recorded and the others go on. Progress: `sweep.progress.SweepProg
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -96,8 +99,41 @@ def _local(tasks: list[Task], workdir: Path, workers: int, threads: int, probes:
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         futs = {pool.submit(run_worker, t.planned.kind, t.planned.cfg.to_dict(), str(workdir), t.run_id, threads,
                             probes): t for t in tasks}  # fmt: skip
-        for fut in as_completed(futs):
-            yield futs[fut], fut.result()
+        seen = set()
+        try:
+            with _forward_sigterm(pool):
+                for fut in as_completed(futs):
+                    seen.add(fut)
+                    yield futs[fut], fut.result()
+        except KeyboardInterrupt:  # the workers were told too: collect the runs they checkpointed and stopped
+            for fut, task in futs.items():
+                with suppress(Exception):  # a worker killed before it could answer: its run stays resumable
+                    if fut not in seen and not fut.cancelled():
+                        yield task, fut.result(timeout=300)
+
+
+@contextmanager
+def _forward_sigterm(pool):
+    """A SIGTERM to the driver (a scheduler stopping the job) reaches the workers too, which checkpoint and
+    stop; the driver then stops as on Ctrl-C, after the pool has wound down, so no worker is orphaned.
+    (Ctrl-C in a terminal already reaches every process of the group.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum, frame):
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            with suppress(OSError):
+                os.kill(proc.pid, signal.SIGTERM)
+        for fut_pending in getattr(pool, "_pending_work_items", {}).values():
+            fut_pending.future.cancel()
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def execute(

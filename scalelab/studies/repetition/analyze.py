@@ -1,10 +1,10 @@
-"""From the run store to the numbers of the repeated-data study (Hernandez et al. 2022), and their summary.
+"""From the run store to the numbers of the repeated-data study (Hernandez et al. 2022): `analyze(store, config)`.
 
 A *cell* is one treatment (N, D, f, R) with its runs (one per seed); its baseline is the
 unrepeated run of the same size and budget. Degradation = final test loss minus the baseline's,
 paired by seed (same seed, same validation windows) where possible. Every number keeps the run
-ids it came from. The rules themselves (noise, rise detection, peak, inversion) live in
-`repetition_analysis`.
+ids it came from. The rules themselves (noise, rise detection, peak) live in `rules`, the
+power-law inversion in `laws.inversion`, the words in `words` (`summary`, re-exported here).
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.store import RunStore
-from scalelab.studies import repetition_analysis as ra
+from scalelab.studies.repetition import rules as ra
+from scalelab.studies.repetition.config import Config
+from scalelab.studies.repetition.words import summary
+
+__all__ = ["analyze", "summary"]
 
 PROBE_METRICS = ("induction_max", "detector_max", "copy_loss_first", "copy_loss_later", "icl_score")
 
@@ -32,6 +36,7 @@ def _record(row: dict, key: str) -> dict:
             "params": row.get("params"), "params_nonembed": row.get("params_nonembed"), "tokens": tokens,
             "f": f, "R": int(d.get("repeat_epochs", 1)) if f > 0 else 1, "seed": t.get("seed"),
             "subset_tokens": acct.get("subset_tokens"), "unique_tokens": unique,
+            "f_realised": acct.get("repeated_fraction", f),
             "final_val_loss": row.get("final_val_loss"),
             "same_final_windows": (t.get("final_eval_batches") or t.get("eval_batches")) == t.get("eval_batches"),
             }  # fmt: skip
@@ -49,7 +54,17 @@ def _main_budget(recs: list[dict]) -> int | None:
     return max(set(treated), key=treated.count) if treated else None
 
 
-def analyze_runs(store: RunStore, sweep: str, study, fit_params: str = "nonembed", n_boot: int = 200) -> dict:
+def analyze(store: RunStore, config: Config) -> dict:
+    """Every number of the report, as plain data with intervals, from the runs of group `config.name`.
+
+    Keys: noise (sigma and the rule), cells (one per treatment: degradation with its CI, realised
+    f, effective size k with its CI, the test-loss curve's shape), peaks (per size and f: the R of
+    peak degradation and whether the peak is resolved), law (the baseline L(N)), data_constrained,
+    probes (per cell and seed: prefix matching, copying; differences from the baseline with
+    intervals over seeds), runs (the table), notes.
+    """
+    study, sweep = config.analysis, config.name
+    fit_params, n_boot = study.fit_params, study.bootstrap
     rows = store.find_runs(group=sweep)
     if not rows:
         raise UserError(f"no runs of sweep {sweep!r} in {store.path}; run the study first")
@@ -75,7 +90,7 @@ def analyze_runs(store: RunStore, sweep: str, study, fit_params: str = "nonembed
         res["cells"].append(_cell_result(cell, base, res["noise"], law, study.seed))
     res["peaks"] = _peaks(res["cells"], res["noise"]["sigma"], study)
     res["data_constrained"] = _data_constrained(done, res, min(n_boot, 100), study.seed)
-    res["probes"] = _probes(m, done, cells, base)
+    res["probes"] = _probes(m, done, cells, base, study.seed)
     return res
 
 
@@ -144,6 +159,7 @@ def _cell_result(cell: dict, base: dict, noise: dict, law, seed: int) -> dict:
     loss = float(np.mean([r["final_val_loss"] for r in runs]))
     out = {"size": runs[0]["size"], "N": N, "tokens": D, "f": f, "R": R, "run_ids": [r["id"] for r in runs],
            "loss": loss, "subset_tokens": runs[0]["subset_tokens"], "unique_tokens": runs[0]["unique_tokens"],
+           "f_realised": float(np.mean([r["f_realised"] for r in runs])), "seeds": [r["seed"] for r in runs],
            "repeated_loss": _mean([r["repeated_final"] for r in runs]), "baseline_ids": [r["id"] for r in b_runs],
            }  # fmt: skip
     curve = ra.detect_rise(runs[0]["steps"], runs[0]["val"], thr)
@@ -163,7 +179,7 @@ def _cell_result(cell: dict, base: dict, noise: dict, law, seed: int) -> dict:
                    degradation_se=se, degradation_ci=[d - ra.Z95 * se, d + ra.Z95 * se],
                    significant=bool(d > noise["z"] * se), rel_degradation=d / (loss - d), **gap)  # fmt: skip
     if law is not None:
-        out.update(ra.effective_size(N, loss, sigma / np.sqrt(len(runs)), law, seed=seed))
+        out.update(law.effective_size(N, loss, sigma / np.sqrt(len(runs)), seed=seed))
     return out
 
 
@@ -196,7 +212,7 @@ def _peaks(cells: list[dict], sigma: float, study) -> list[dict]:
         out.append({"size": cs[0]["size"], "N": N, "tokens": D, "f": f, **pk, "run_ids": best["run_ids"],
                     **{k: best.get(k) for k in ("k", "k_ci", "N_eff", "N_eff_ci", "extrapolated", "loss",
                                                 "baseline_loss", "rel_degradation", "subset_tokens", "repeated_loss",
-                                                "curve")}})  # fmt: skip
+                                                "curve", "f_realised")}})  # fmt: skip
     return out
 
 
@@ -211,150 +227,57 @@ def _data_constrained(done: list[dict], res: dict, n_boot: int, seed: int) -> di
     return out
 
 
-def _probes(m, done: list[dict], cells: list[dict], base: dict) -> dict:
-    """Final probe values of each treated run minus its baseline's; noise from the baseline probe curves."""
+def _mean_ci(v: list[float], fallback_half: float) -> tuple[float, list[float], str]:
+    """Mean of per-seed values and its 95% interval: Student t over seeds with 2+, else mean +- fallback_half."""
+    from scipy import stats
+
+    x = np.asarray(v, dtype=float)
+    mu = float(x.mean())
+    if x.size >= 2:
+        half = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+        return mu, [mu - half, mu + half], f"t over {x.size} seeds"
+    return mu, [mu - fallback_half, mu + fallback_half], "eval jitter (one seed)"
+
+
+def _probes(m, done: list[dict], cells: list[dict], base: dict, seed: int = 0) -> dict:
+    """Final probe values of every cell and of its baselines, and their differences paired by seed.
+
+    With 2 or more seeds the intervals are Student-t intervals over seeds (the mechanism's seed
+    variation, Hernandez et al. 2022 Section 5); with one seed they fall back to the jitter of the
+    baseline probe curves (1.96 sigma sqrt(2)), and `interval` says which.
+    """
     have = set(m[m.split == "eval"].name) if m is not None else set()
     metrics = [k for k in PROBE_METRICS if k in have]
-    out: dict = {"metrics": metrics, "noise": {}, "cells": []}
+    out: dict = {"metrics": metrics, "noise": {}, "cells": [], "baselines": []}
     if not metrics:
         return out
-    series = {(r["id"], k): _series(m, r["id"], "eval", k) for r in done for k in metrics}
+    last = {(r["id"], k): _last(_series(m, r["id"], "eval", k)[1]) for r in done for k in metrics}
     for k in metrics:
-        out["noise"][k] = ra.curve_noise([series[(r["id"], k)][1] for r in done if r["f"] == 0])
+        out["noise"][k] = ra.curve_noise([_series(m, r["id"], "eval", k)[1] for r in done if r["f"] == 0])
+    for (N, D), b_runs in sorted(base.items()):
+        row = {"size": b_runs[0]["size"], "N": N, "tokens": D, "run_ids": [r["id"] for r in b_runs]}
+        for k in metrics:
+            vals = [last[(r["id"], k)] for r in b_runs if last[(r["id"], k)] is not None]
+            if vals:
+                row[k], row[f"{k}_ci"], row["interval"] = _mean_ci(vals, ra.Z95 * out["noise"][k])
+        out["baselines"].append(row)
     for cell in cells:
         N, D, f, R = cell["key"]
-        run = cell["runs"][0]
-        b = next((x for x in base.get((N, D), []) if x["seed"] == run["seed"]), None)
-        row = {"size": run["size"], "N": N, "f": f, "R": R, "run_id": run["id"], "baseline_id": b and b["id"]}
+        runs = cell["runs"]
+        by_seed = {x["seed"]: x for x in base.get((N, D), [])}
+        row = {"size": runs[0]["size"], "N": N, "f": f, "R": R, "run_id": runs[0]["id"],
+               "run_ids": [r["id"] for r in runs], "seeds": [r["seed"] for r in runs],
+               "baseline_id": by_seed[runs[0]["seed"]]["id"] if runs[0]["seed"] in by_seed else None}  # fmt: skip
         for k in metrics:
-            v = _last(series[(run["id"], k)][1])
-            row[k] = v
-            if b is not None and v is not None and _last(series[(b["id"], k)][1]) is not None:
-                bv = _last(series[(b["id"], k)][1])
-                half = ra.Z95 * out["noise"][k] * np.sqrt(2.0)
-                row[f"{k}_baseline"], row[f"{k}_delta"] = bv, v - bv
-                row[f"{k}_delta_ci"] = [v - bv - half, v - bv + half]
+            vals = [last[(r["id"], k)] for r in runs if last[(r["id"], k)] is not None]
+            if not vals:
+                continue
+            row[k] = float(np.mean(vals))
+            pairs = [(last[(r["id"], k)], last[(by_seed[r["seed"]]["id"], k)]) for r in runs if r["seed"] in by_seed]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            if pairs:
+                row[f"{k}_baseline"] = float(np.mean([b for _, b in pairs]))
+                d, ci, how = _mean_ci([a - b for a, b in pairs], ra.Z95 * out["noise"][k] * np.sqrt(2.0))
+                row[f"{k}_delta"], row[f"{k}_delta_ci"], row["interval"], row["pairs"] = d, ci, how, len(pairs)
         out["cells"].append(row)
     return out
-
-
-# ----------------------------------------------------------------------------- words
-
-
-def _fmt_k(c: dict) -> str:
-    if c.get("k") is None or not np.isfinite(c["k"]):
-        return ""
-    lo, hi = c["k_ci"]
-    ext = ", extrapolated beyond the baseline sizes" if c.get("extrapolated") else ""
-    if c["k"] >= 1:
-        return f"; performs like a model {c['k']:.2f}x smaller (95% CI [{lo:.2f}, {hi:.2f}]{ext})"
-    inv = [1 / x if x > 0 else float("inf") for x in (hi, lo)]
-    return f"; performs like a model {1 / c['k']:.2f}x larger (95% CI [{inv[0]:.2f}, {inv[1]:.2f}]{ext})"
-
-
-def _peak_words(p: dict) -> str:
-    lo, hi = p["degradation_ci"]
-    head = f"{p['size']} (N = {p['N']:,.0f}, f = {p['f']:g}): "
-    change = (f"test loss {p['degradation']:+.3f} nats (95% CI [{lo:+.3f}, {hi:+.3f}], "
-              f"{100 * p['rel_degradation']:+.1f}%){_fmt_k(p)}")  # fmt: skip
-    if not p["band"]:
-        return head + f"no repeat count degrades test loss above the noise (largest at R = {p['R_peak']:g}: {change})."
-    shape = "inside the R grid (double descent across R)" if p["interior"] else "at the edge of the R grid"
-    band = ", ".join(f"{r:g}" for r in p["band"])
-    text = (head + f"degradation peaks at R = {p['R_peak']:g}, {shape}: {change}. The peak stays at that R in "
-            f"{100 * p['peak_share']:.0f}% of noise redraws; significant degradation at R = {band}.")  # fmt: skip
-    if p.get("repeated_loss") is not None:
-        text += f" Loss on its repeated subset ({p['subset_tokens']:,} tokens) ended at {p['repeated_loss']:.3f} nats."
-    return text
-
-
-def summary_text(res: dict) -> str:
-    lines = [f"Sweep {res['sweep']}: {res['n_completed']} of {res['n_runs']} runs completed."]
-    nz = res.get("noise")
-    if nz:
-        lines.append(f"Eval noise sigma = {nz['sigma']:.4f} nats (baseline jitter {nz['sigma_jitter']:.4f}, "
-                     f"replicate seeds {nz['sigma_replicates']:.4f} with {nz['replicate_dof']} dof, floor "
-                     f"{nz['sigma_floor']:g}); a rise of test loss counts above {nz['threshold']:.4f} nats "
-                     f"(z = {nz['z']:g}).")  # fmt: skip
-    lines += [_peak_words(p) for p in res.get("peaks", [])]
-    cells = res.get("cells", [])
-    shapes = defaultdict(list)
-    for c in cells:
-        shapes[c["curve"]["shape"]].append(f"{c['size']} R={c['R']:g}")
-    if cells:
-        dd = shapes.get("double descent", []) + shapes.get("rise", [])
-        lines.append(f"During training, {len(dd)} of {len(cells)} repeated runs show a sustained rise of test loss "
-                     f"after an earlier minimum" + (f" ({', '.join(dd)})" if dd else "") +
-                     (f"; single-evaluation spikes only: {', '.join(shapes['spike'])}" if shapes.get("spike") else "")
-                     + ".")  # fmt: skip
-    law = res.get("law")
-    if law:
-        ci = law["ci"]["alpha"]
-        lines.append(f"Baseline law L(N) = {law['E']:.3f} + {law['A']:.3g} N^-{law['alpha']:.3f} (alpha 95% CI "
-                     f"[{ci[0]:.3f}, {ci[1]:.3f}], {law['bootstrap']} bootstrap, {law['n_boot']} refits, "
-                     f"{law['n_points']} runs, N = {res['fit_params']} parameters).")  # fmt: skip
-    dc = res.get("data_constrained")
-    if dc:
-        worst = min(cells, key=lambda c: c.get("effective_data_ratio_published", 1.0)) if cells else None
-        text = "Data-constrained law (Muennighoff et al. 2023): "
-        if worst:
-            low = worst["effective_data_ratio_published"]
-            text += (f"with the published R_D* = {dc['R_D_star_published']:g}, effective data D'/D is at least "
-                     f"{low:.3f} for every treatment (lowest: {worst['size']} R = {worst['R']:g}), i.e. at most "
-                     f"{100 * (1 - low):.1f}% of the tokens lost; ")
-        if dc["fitted"]:
-            lo, hi = dc["R_D_star_ci"] or (float("nan"), float("nan"))
-            text += f"fitted on these runs, R_D* = {dc['R_D_star']:.3g} (95% CI [{lo:.3g}, {hi:.3g}])"
-            if dc["R_D_star"] > 0.99e4:
-                text += " at the upper end of the search (1e4): no measurable cost of repetition under this law."
-            elif dc["R_D_star"] < 0.0101:
-                text += " at the lower end of the search (0.01): repeated tokens worth nothing under this law."
-            else:
-                text += "."
-        else:
-            text += f"{dc['reason']}."
-        lines.append(text)
-    lines += _probe_words(res)
-    lines += res.get("notes", [])
-    return "\n".join(lines)
-
-
-def _probe_words(res: dict) -> list[str]:
-    pr = res.get("probes") or {}
-    if not pr.get("cells"):
-        return ["No mechanism probes were logged (set probes = true in the spec)."] if res.get("cells") else []
-    peaks = {(p["N"], p["f"], p["R_peak"]) for p in res.get("peaks", [])}
-    out = []
-    for row in pr["cells"]:
-        if (row["N"], row["f"], row["R"]) not in peaks:
-            continue
-        parts = []
-        for k, label in (("induction_max", "prefix matching"), ("copy_loss_later", "copying loss on later copies")):
-            if f"{k}_delta" in row:
-                lo, hi = row[f"{k}_delta_ci"]
-                parts.append(f"{label} {row[k]:.3f} vs baseline {row[f'{k}_baseline']:.3f} "
-                             f"(difference {row[f'{k}_delta']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}])")  # fmt: skip
-        if parts:
-            out.append(f"Probes at the end of training, {row['size']} at its peak R = {row['R']:g}: " + "; ".join(parts)
-                       + ".")  # fmt: skip
-    out += _copying_words(pr)
-    return out
-
-
-def _copying_words(pr: dict) -> list[str]:
-    """Whether the baselines copy in context at all: without that, the probes cannot show copying damaged."""
-    if "copy_loss_first_baseline" not in next(iter(pr["cells"]), {}):
-        return []
-    seen, gains = set(), []
-    for row in pr["cells"]:
-        if row.get("baseline_id") and row["baseline_id"] not in seen and "copy_loss_first_baseline" in row:
-            seen.add(row["baseline_id"])
-            gains.append((row["size"], row["copy_loss_first_baseline"] - row["copy_loss_later_baseline"],
-                          row.get("induction_max_baseline")))  # fmt: skip
-    thr = 3 * np.sqrt(2.0) * pr["noise"].get("copy_loss_later", 0.0)
-    copying = [g for g in gains if g[1] > thr]
-    listed = ", ".join(f"{s} {g:+.3f} nats (prefix matching {p:.3f})" for s, g, p in gains)
-    if copying:
-        return [f"Copying gain of the baselines (first copy minus later copies): {listed}."]
-    return [f"No baseline copies in context (first copy minus later copies: {listed}): at this scale no induction "
-            "heads have formed, so the probes cannot show repetition damaging them; run a larger preset."]

@@ -4,7 +4,7 @@
 - test loss vs step for chosen runs, with the loss on the repeated subset (Fig. 2, right);
 - effective-size degradation k as a heatmap over (N, R) (their Fig. 1 in table form);
 - the baseline law L(N) with each degraded run moved to its effective size;
-- prefix-matching and copying scores over training, repeated vs baseline (Section 5).
+- prefix-matching and copying scores at the end of training vs R, and over training (Section 5).
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ def loss_vs_repeats(res: dict):
         if cs and cs[0].get("baseline_loss") is not None:
             ax.axhline(cs[0]["baseline_loss"], color=color, ls=":", lw=1.2)
     for p in res["peaks"]:
-        ax.scatter([p["R_peak"]], [p["loss"]], marker="*", s=160, color="red", zorder=5)
+        if p.get("resolved"):
+            ax.scatter([p["R_peak"]], [p["loss"]], marker="*", s=160, color="red", zorder=5)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("repeated epochs R on the subset")
     ax.set_ylabel("final test loss (nats/token)")
-    ax.set_title("test loss vs repeats (dotted: no repetition; star: peak degradation)")
+    ax.set_title("test loss vs repeats (dotted: no repetition; star: resolved peak)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return fig
@@ -178,6 +179,41 @@ def probes_over_training(res: dict, store: RunStore):
     return fig
 
 
+def probes_vs_repeats(res: dict):
+    """Final prefix matching and loss on later copies vs R per size, baseline as a band: the mechanism's damage."""
+    import matplotlib.pyplot as plt
+
+    pr = res["probes"]
+    metrics = [k for k in ("induction_max", "copy_loss_later") if k in pr["metrics"]]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
+    sizes = _sizes(res)
+    for ax, k in zip(axes[0], metrics):
+        for (N, label), color in zip(sizes, _colors(len(sizes))):
+            b = next((x for x in pr["baselines"] if x["N"] == N and k in x), None)
+            if b is not None:
+                ax.axhspan(*b[f"{k}_ci"], color=color, alpha=0.15)
+                ax.axhline(b[k], color=color, ls=":", lw=1.2)
+            for f in sorted({r["f"] for r in pr["cells"] if r["N"] == N}):
+                rows = sorted((r for r in pr["cells"] if r["N"] == N and r["f"] == f and f"{k}_delta" in r),
+                              key=lambda r: r["R"])  # fmt: skip
+                if not rows:
+                    continue
+                y = np.array([r[f"{k}_baseline"] + r[f"{k}_delta"] for r in rows])
+                lo = np.array([r[f"{k}_baseline"] + r[f"{k}_delta_ci"][0] for r in rows])
+                hi = np.array([r[f"{k}_baseline"] + r[f"{k}_delta_ci"][1] for r in rows])
+                ax.errorbar([r["R"] for r in rows], y, yerr=[y - lo, hi - y], marker="o", capsize=2, color=color,
+                            label=f"{label}, f={f:g}")  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("repeated epochs R")
+        ax.set_title("prefix matching (best head)" if k == "induction_max" else "loss on later copies (nats)",
+                     fontsize=9)  # fmt: skip
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle("mechanism at the end of training (band: baseline 95% CI)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def figures(res: dict, store: RunStore) -> list:
     """Every figure of the report (those the results support)."""
     if not res.get("cells"):
@@ -186,7 +222,7 @@ def figures(res: dict, store: RunStore) -> list:
     if res.get("law") and res.get("peaks"):
         figs.append(law_figure(res))
     if res.get("probes", {}).get("metrics"):
-        figs.append(probes_over_training(res, store))
+        figs += [probes_vs_repeats(res), probes_over_training(res, store)]
     return figs
 
 
@@ -196,10 +232,12 @@ def _r(x, nd: int = 4):
     return round(x, nd) if isinstance(x, float) else x
 
 
-def report_sections(res: dict, store: RunStore, summary: str) -> list[Section]:
-    """Summary, double descent, effective size, data-constrained law, probes, runs."""
+def sections(res: dict, store: RunStore, config=None) -> list[Section]:
+    """The report: summary, double descent, effective size, data-constrained law, probes, runs."""
+    from scalelab.studies.repetition.words import summary
+
     nz, dc = res.get("noise", {}), res.get("data_constrained") or {}
-    sec = [Section("Summary", summary)]
+    sec = [Section("Summary", summary(res))]
     if res.get("cells"):
         cells = [_cell_row(c) for c in res["cells"]]
         sec.append(Section("Double descent: test loss vs repeats and over training",
@@ -216,20 +254,25 @@ def report_sections(res: dict, store: RunStore, summary: str) -> list[Section]:
     sec.append(Section("Data-constrained law (Muennighoff et al. 2023)",
                        "Effective data D' = U + U R_D* (1 - exp(-R_D / R_D*)), R_D = D / U - 1, U the unique tokens "
                        "a run saw (its unique windows plus one copy of the subset). " + fitted))  # fmt: skip
-    probes = [{k: _r(v) for k, v in r.items() if not k.endswith("_ci")} for r in res.get("probes", {}).get("cells", [])]
+    pr = res.get("probes", {})
+    probes = [{k: _r(v) for k, v in r.items() if k not in ("run_ids", "seeds")} for r in pr.get("cells", [])]
+    base = [{k: _r(v) for k, v in r.items() if k != "run_ids"} for r in pr.get("baselines", [])]
     if probes:
         sec.append(Section("Mechanism probes over training", "induction_max: the largest prefix-matching score of any "
                            "head; copy_loss_first / copy_loss_later: loss on the first copy / copies 2-4 of a random "
                            "passage (a model that copies has later far below first); icl_score: late minus early "
                            "token loss on held-out text (8 windows during training: read it as noisy). Deltas are "
-                           "treated minus baseline at the last evaluation.",
-                           figures=[probes_over_training(res, store)], tables=[probes]))  # fmt: skip
+                           "treated minus baseline of the same seed at the last evaluation, intervals over seeds "
+                           "(Student t) when there are 2 or more. First table: the baselines; second: the treatments.",
+                           figures=[probes_vs_repeats(res), probes_over_training(res, store)],
+                           tables=[base, probes]))  # fmt: skip
     sec.append(Section("Runs", "Every number in this report traces back to these run ids.", tables=[res["runs"]]))
     return sec
 
 
 def _cell_row(c: dict) -> dict:
-    return {"size": c["size"], "N": c["N"], "f": c["f"], "R": c["R"], "subset_tokens": c["subset_tokens"],
+    return {"size": c["size"], "N": c["N"], "f": c["f"], "f realised": _r(c.get("f_realised")), "R": c["R"],
+            "subset_tokens": c["subset_tokens"], "seeds": len(c["run_ids"]),
             "test_loss": _r(c["loss"]), "baseline": _r(c.get("baseline_loss")), "degradation": _r(c.get("degradation")),
             "95% CI": _r(c.get("degradation_ci")), "k (x smaller)": _r(c.get("k"), 3), "k 95% CI": _r(c.get("k_ci"), 3),
             "curve": c["curve"]["shape"], "max gap": _r(c.get("max_gap")), "gap step": c.get("max_gap_step"),

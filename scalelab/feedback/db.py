@@ -1,0 +1,383 @@
+"""The feedback store: labellers, sessions, conversations, turns and comparisons in one SQLite file.
+
+`<workdir>/feedback.db`, in WAL mode with ``synchronous=FULL``: a comparison is committed (and on
+disk) in one transaction before its request is answered. Each thread has its own connection; writes
+go through one process-wide lock, so concurrent writers queue in order instead of polling SQLite's
+busy handler. Tokens and session ids are stored only as SHA-256 hashes (they are 256-bit random
+strings, so a plain hash is enough: there is nothing to brute-force).
+
+A comparison row is self-contained: it repeats the labeller, models, sampling settings, the full
+context and both responses of its turn, so an export needs no join and a row means the same thing
+however the turn table changes later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scalelab.errors import UserError
+
+DB_NAME = "feedback.db"
+MODES = ("helpful", "red-team")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS labellers (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY,
+    labeller_id INTEGER NOT NULL REFERENCES labellers (id),
+    csrf TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    labeller_id INTEGER NOT NULL REFERENCES labellers (id),
+    mode TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS turns (
+    id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations (id),
+    idx INTEGER NOT NULL,
+    human TEXT NOT NULL,
+    context TEXT NOT NULL,
+    response_a TEXT NOT NULL,
+    response_b TEXT NOT NULL,
+    model_a TEXT NOT NULL,
+    model_b TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    swapped INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    chosen TEXT,
+    UNIQUE (conversation_id, idx)
+);
+CREATE TABLE IF NOT EXISTS comparisons (
+    id INTEGER PRIMARY KEY,
+    turn_id TEXT NOT NULL UNIQUE REFERENCES turns (id),
+    conversation_id TEXT NOT NULL,
+    labeller_id INTEGER NOT NULL,
+    labeller TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    mode TEXT NOT NULL,
+    model_a TEXT NOT NULL,
+    model_b TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    context TEXT NOT NULL,
+    human TEXT NOT NULL,
+    response_a TEXT NOT NULL,
+    response_b TEXT NOT NULL,
+    choice TEXT NOT NULL CHECK (choice IN ('a', 'b')),
+    strength INTEGER NOT NULL CHECK (strength BETWEEN 1 AND 4),
+    comment TEXT NOT NULL DEFAULT '',
+    shown_left TEXT NOT NULL DEFAULT 'a'
+);
+"""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Conflict(Exception):
+    """A request that does not fit the state: a turn already compared, a conversation awaiting a choice."""
+
+
+class NotFound(Exception):
+    """A conversation or turn that does not exist or belongs to another labeller."""
+
+
+@dataclass(frozen=True)
+class Labeller:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Two responses to one human turn, as stored: `a` is shown left (first in the API)."""
+
+    id: str
+    conversation_id: str
+    idx: int
+    human: str
+    context: str
+    response_a: str
+    response_b: str
+    model_a: str
+    model_b: str
+    settings: dict
+    swapped: bool
+    chosen: str | None
+
+
+class FeedbackDB:
+    """All reads and writes of the feedback application (no SQL outside this class)."""
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL"):
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, got {synchronous!r}")
+        self.synchronous = synchronous
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+
+    @classmethod
+    def in_workdir(cls, workdir: str | Path) -> FeedbackDB:
+        return cls(Path(workdir) / DB_NAME)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            # FULL: a comparison acknowledged is on disk (fsync per commit); NORMAL survives a crash of the
+            # server but not of the machine (benchmarks compare the two)
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    def _write(self, fn, *args):
+        """Run fn(conn, *args) in one IMMEDIATE transaction under the process-wide write lock."""
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+    # ------------------------------------------------------------------ secret and labellers
+    def secret(self) -> bytes:
+        """The key that signs pre-login CSRF tokens; made once per work directory."""
+
+        def get_or_make(conn):
+            row = conn.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()
+            if row is None:
+                value = secrets.token_hex(32)
+                conn.execute("INSERT INTO meta (key, value) VALUES ('secret', ?)", (value,))
+                return value
+            return row[0]
+
+        return bytes.fromhex(self._write(get_or_make))
+
+    def add_labeller(self, name: str) -> str:
+        """A new labeller; returns the token (shown once; only its hash is kept)."""
+        token = secrets.token_urlsafe(32)
+
+        def insert(conn):
+            if conn.execute("SELECT 1 FROM labellers WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"a labeller named {name!r} exists; revoke it first or choose another name")
+            conn.execute("INSERT INTO labellers (name, token_hash, created_at) VALUES (?, ?, ?)",
+                         (name, token_hash(token), time.time()))  # fmt: skip
+
+        self._write(insert)
+        return token
+
+    def revoke_labeller(self, name: str) -> None:
+        """Revoke a labeller's token and end their sessions; their comparisons stay. The name is freed
+        (renamed to `name~revoked~<time>`) so that a new token can be issued under it."""
+
+        def revoke(conn):
+            row = conn.execute("SELECT id FROM labellers WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone()
+            if row is None:
+                raise UserError(f"no active labeller named {name!r}; see `scalelab feedback labellers`")
+            now = time.time()
+            conn.execute("UPDATE labellers SET revoked_at = ?, name = ? WHERE id = ?",
+                         (now, f"{name}~revoked~{now:.0f}", row[0]))  # fmt: skip
+            conn.execute("DELETE FROM sessions WHERE labeller_id = ?", (row[0],))
+
+        self._write(revoke)
+
+    def labellers(self) -> list[dict]:
+        rows = self._conn().execute(
+            "SELECT l.name, l.created_at, l.revoked_at, COUNT(c.id) AS comparisons FROM labellers l "
+            "LEFT JOIN comparisons c ON c.labeller_id = l.id GROUP BY l.id ORDER BY l.id"
+        )
+        return [dict(r) for r in rows]
+
+    def labeller_for_token(self, token: str) -> Labeller | None:
+        row = (
+            self._conn()
+            .execute("SELECT id, name FROM labellers WHERE token_hash = ? AND revoked_at IS NULL", (token_hash(token),))
+            .fetchone()
+        )
+        return Labeller(row[0], row[1]) if row else None
+
+    # ------------------------------------------------------------------ sessions
+    def create_session(self, labeller: Labeller, lifetime_s: float) -> tuple[str, str]:
+        """(session id for the cookie, CSRF token for the forms)."""
+        sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+
+        def insert(conn):
+            conn.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
+            conn.execute("INSERT INTO sessions (id_hash, labeller_id, csrf, expires_at) VALUES (?, ?, ?, ?)",
+                         (token_hash(sid), labeller.id, csrf, time.time() + lifetime_s))  # fmt: skip
+
+        self._write(insert)
+        return sid, csrf
+
+    def session(self, sid: str) -> tuple[Labeller, str] | None:
+        """(labeller, CSRF token) of a live session of an active labeller, else None."""
+        row = self._conn().execute(
+            "SELECT l.id, l.name, s.csrf FROM sessions s JOIN labellers l ON l.id = s.labeller_id "
+            "WHERE s.id_hash = ? AND s.expires_at > ? AND l.revoked_at IS NULL", (token_hash(sid), time.time())
+        ).fetchone()  # fmt: skip
+        return (Labeller(row[0], row[1]), row[2]) if row else None
+
+    def end_session(self, sid: str) -> None:
+        self._write(lambda conn: conn.execute("DELETE FROM sessions WHERE id_hash = ?", (token_hash(sid),)))
+
+    # ------------------------------------------------------------------ conversations and turns
+    def conversation_context(self, conversation_id: str | None, labeller: Labeller,
+                             mode: str) -> tuple[str, str, int]:  # fmt: skip
+        """(conversation id, transcript so far, index of the next turn); a new conversation when None.
+
+        The transcript is HH-formatted: each human turn and each chosen response after its marker.
+        Raises `NotFound` for another labeller's conversation and `Conflict` while its last turn
+        still awaits a choice.
+        """
+        conn = self._conn()
+        if conversation_id is None:
+            cid = uuid.uuid4().hex
+            self._write(lambda c: c.execute(
+                "INSERT INTO conversations (id, labeller_id, mode, created_at) VALUES (?, ?, ?, ?)",
+                (cid, labeller.id, mode, time.time())))  # fmt: skip
+            return cid, "", 0
+        row = conn.execute("SELECT labeller_id FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        if row is None or row[0] != labeller.id:
+            raise NotFound(conversation_id)
+        turns = self.turns(conversation_id)
+        if turns and turns[-1].chosen is None:
+            raise Conflict("the last turn of this conversation awaits a comparison")
+        return conversation_id, transcript(turns), len(turns)
+
+    def add_turn(self, conversation_id: str, idx: int, human: str, context: str, responses: tuple[str, str],
+                 models: tuple[str, str], settings: dict, swapped: bool) -> str:  # fmt: skip
+        turn_id = uuid.uuid4().hex
+
+        def insert(conn):
+            try:
+                conn.execute(
+                    "INSERT INTO turns (id, conversation_id, idx, human, context, response_a, response_b, model_a, "
+                    "model_b, settings, swapped, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (turn_id, conversation_id, idx, human, context, *responses, *models, json.dumps(settings),
+                     int(swapped), time.time()),
+                )  # fmt: skip
+            except sqlite3.IntegrityError as e:  # two tabs raced for the same next turn
+                raise Conflict("another turn was added to this conversation meanwhile") from e
+
+        self._write(insert)
+        return turn_id
+
+    def turns(self, conversation_id: str) -> list[Turn]:
+        rows = self._conn().execute("SELECT * FROM turns WHERE conversation_id = ? ORDER BY idx", (conversation_id,))
+        return [_turn(r) for r in rows]
+
+    def latest_conversation(self, labeller: Labeller) -> str | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT id FROM conversations WHERE labeller_id = ? ORDER BY created_at DESC LIMIT 1", (labeller.id,)
+            )
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    # ------------------------------------------------------------------ comparisons
+    def add_comparison(self, turn_id: str, labeller: Labeller, choice: str, strength: int, comment: str) -> int:
+        """Store one comparison (one transaction) and mark the turn; `Conflict` if it was compared already."""
+
+        def insert(conn):
+            row = conn.execute(
+                "SELECT t.*, c.mode, c.labeller_id FROM turns t JOIN conversations c ON c.id = t.conversation_id "
+                "WHERE t.id = ?", (turn_id,)
+            ).fetchone()  # fmt: skip
+            if row is None or row["labeller_id"] != labeller.id:
+                raise NotFound(turn_id)
+            if row["chosen"] is not None:
+                raise Conflict("this turn has been compared already")
+            cur = conn.execute(
+                "INSERT INTO comparisons (turn_id, conversation_id, labeller_id, labeller, created_at, mode, model_a, "
+                "model_b, settings, context, human, response_a, response_b, choice, strength, comment, shown_left) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'a')",
+                (turn_id, row["conversation_id"], labeller.id, labeller.name, time.time(), row["mode"], row["model_a"],
+                 row["model_b"], row["settings"], row["context"], row["human"], row["response_a"], row["response_b"],
+                 choice, strength, comment),
+            )  # fmt: skip
+            conn.execute("UPDATE turns SET chosen = ? WHERE id = ?", (choice, turn_id))
+            return cur.lastrowid
+
+        return self._write(insert)
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT * FROM comparisons ORDER BY id")
+        return [{**dict(r), "settings": json.loads(r["settings"])} for r in rows]
+
+    def stats(self, labeller: Labeller | None = None) -> dict:
+        conn = self._conn()
+        out = {
+            "comparisons": conn.execute("SELECT COUNT(*) FROM comparisons").fetchone()[0],
+            "conversations": conn.execute("SELECT COUNT(*) FROM conversations").fetchone()[0],
+            "turns": conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0],
+            "labellers": conn.execute("SELECT COUNT(*) FROM labellers WHERE revoked_at IS NULL").fetchone()[0],
+            "by_model_pair": [dict(r) for r in conn.execute(
+                "SELECT model_a, model_b, COUNT(*) AS n FROM comparisons GROUP BY model_a, model_b ORDER BY n DESC")],
+        }  # fmt: skip
+        if labeller is not None:
+            out["mine"] = conn.execute("SELECT COUNT(*) FROM comparisons WHERE labeller_id = ?",
+                                       (labeller.id,)).fetchone()[0]  # fmt: skip
+        return out
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _turn(r: sqlite3.Row) -> Turn:
+    return Turn(r["id"], r["conversation_id"], r["idx"], r["human"], r["context"], r["response_a"], r["response_b"],
+                r["model_a"], r["model_b"], json.loads(r["settings"]), bool(r["swapped"]), r["chosen"])  # fmt: skip
+
+
+HUMAN = "\n\nHuman: "
+ASSISTANT = "\n\nAssistant:"
+
+
+def prompt_for(context: str, human: str) -> str:
+    """The text a model continues: the transcript so far, the new human turn, the assistant marker."""
+    return f"{context}{HUMAN}{human}{ASSISTANT}"
+
+
+def transcript(turns: list[Turn]) -> str:
+    """The HH transcript of compared turns: each human turn followed by the chosen response."""
+    text = ""
+    for t in turns:
+        if t.chosen is None:
+            break
+        text = prompt_for(text, t.human) + " " + (t.response_a if t.chosen == "a" else t.response_b)
+    return text
