@@ -199,3 +199,19 @@ def test_cli_export_and_import(tiny_cfg, tmp_path):
     assert json.loads(res.stdout.strip().splitlines()[-1])["name"] == "again"
     res = CliRunner().invoke(app, ["runs", *w, "--json"])
     assert "again" in res.stdout
+
+
+def test_hf_backbone_honours_context(tmp_path):
+    from scalelab.align.pm import PreferenceModel, load_pm
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=257, n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "src")
+    _save_tokenizer(tmp_path / "src")
+    assert load_pm(f"hf:{tmp_path / 'src'}").context == 64  # all of the model's positions by default
+    pm = load_pm(f"hf:{tmp_path / 'src'}", context=16, objective="ranked")
+    assert pm.context == 16
+    scored = pm.encode("a long prompt " * 10, " reply")
+    assert scored.truncated and len(scored.ids) <= 16
+    assert PreferenceModel.load(pm.save(tmp_path / "pm")).context == 16  # kept when saved
+    assert load_pm(f"hf:{tmp_path / 'src'}", context=1000).context == 64  # never beyond the model

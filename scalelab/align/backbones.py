@@ -78,15 +78,17 @@ class HFBackbone(nn.Module):
 
     kind = "hf"
 
-    def __init__(self, model: nn.Module, source: str):
+    def __init__(self, model: nn.Module, source: str, context: int | None = None):
         super().__init__()
         self.model = model
         self.source = source
+        self.context = context  # `--context`: at most this many positions are used (None: all the model has)
 
     @property
     def block_size(self) -> int:
         cfg = self.model.config
-        return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 1024))
+        positions = int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 1024))
+        return min(positions, self.context) if self.context else positions
 
     @property
     def n_embd(self) -> int:
@@ -98,7 +100,8 @@ class HFBackbone(nn.Module):
         return {"params": total, "params_nonembed": total - embed, "params_flops": total}
 
     def config_dict(self) -> dict:
-        return {"source": self.source, "model_type": getattr(self.model.config, "model_type", None)}
+        return {"source": self.source, "model_type": getattr(self.model.config, "model_type", None),
+                "context": self.context}  # fmt: skip
 
     def _mask(self, idx: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
         if lengths is None:
@@ -129,8 +132,9 @@ def is_hf_folder(path: Path) -> bool:
     return (path / "config.json").is_file() and not (path / "model.json").is_file() and not (path / "ckpt").exists()
 
 
-def load_hf_backbone(folder: str | Path) -> tuple[HFBackbone, tk.HFTokenizer]:
-    """(backbone, tokenizer) from a local folder holding a causal LM and its tokenizer.json."""
+def load_hf_backbone(folder: str | Path, context: int | None = None) -> tuple[HFBackbone, tk.HFTokenizer]:
+    """(backbone, tokenizer) from a local folder holding a causal LM and its tokenizer.json; `context`
+    caps the positions used (texts are cut to it), None keeps all of the model's."""
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise UserError(f"{folder}: no such folder; give a local Hugging Face model folder (config.json, weights)")
@@ -142,7 +146,7 @@ def load_hf_backbone(folder: str | Path) -> tuple[HFBackbone, tk.HFTokenizer]:
         raise UserError(f"{folder} holds no .safetensors weights; give a folder saved with safe_serialization")
     model = transformers.AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True)
     tokenizer = tk.load_pretrained(str(path))
-    return HFBackbone(model, str(path)), tokenizer
+    return HFBackbone(model, str(path), context), tokenizer
 
 
 def fresh_gpt_backbone(size: str, context: int, recipe: str = "modern", seed: int = 0) -> tuple[GPTBackbone, object]:

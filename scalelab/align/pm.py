@@ -240,7 +240,8 @@ class PreferenceModel(nn.Module):
         if info["backbone"] == "hf":
             transformers = import_transformers()
             model = transformers.AutoModelForCausalLM.from_pretrained(str(folder / "backbone"), use_safetensors=True)
-            pm = cls(HFBackbone(model, info["backbone_config"].get("source", "")), tokenizer, info["objective"])
+            source, context = info["backbone_config"].get("source", ""), info["backbone_config"].get("context")
+            pm = cls(HFBackbone(model, source, context), tokenizer, info["objective"])
             load_model(pm.head, str(folder / "head.safetensors"), device="cpu")
         else:
             model_vocab = int(info["backbone_config"].get("vocab_size", 0))
@@ -258,20 +259,22 @@ class PreferenceModel(nn.Module):
 
 
 def load_pm(path_or_run: str | os.PathLike[str], workdir: str | os.PathLike[str] = "scalelab-work",
-            device: str | torch.device = "cpu", objective: str | None = None) -> PreferenceModel:  # fmt: skip
+            device: str | torch.device = "cpu", objective: str | None = None,
+            context: int | None = None) -> PreferenceModel:  # fmt: skip
     """The one way to load a scorer: a saved PM, a scalelab LM checkpoint, or a Hugging Face folder.
 
     ``path_or_run`` is a PM folder (or the run folder holding ``pm/``), a run id / name in
     ``workdir``'s store, a checkpoint folder, or ``hf:FOLDER``. A saved PM keeps its head and its
     objective unless ``objective`` is given; a language model (scalelab or Hugging Face) gets a
     fresh zero head and the objective ``objective`` or, by default, 'imitation' (scored by summed
-    log-probability). Weights are read from safetensors only, never unpickled.
+    log-probability). Weights are read from safetensors only, never unpickled. ``context`` caps the
+    positions an ``hf:`` backbone uses (a scalelab checkpoint and a saved PM keep their own).
     """
     spec = str(path_or_run)
     if not spec.startswith("hf:") and find_pm_folder(Path(spec)) is None and is_hf_folder(Path(spec)):
         spec = f"hf:{spec}"
     if spec.startswith("hf:"):
-        backbone, tokenizer = load_hf_backbone(spec.removeprefix("hf:"))
+        backbone, tokenizer = load_hf_backbone(spec.removeprefix("hf:"), context)
         return PreferenceModel(backbone, tokenizer, objective or "imitation").to(device)
     from scalelab.sampling import resolve_checkpoint
     from scalelab.train.checkpoint import load_model_from_checkpoint

@@ -65,7 +65,7 @@ class PMRunSpec:
     size: str | None = None
     """A fresh ladder model ('3xs' ... ) when no base is given."""
     context: int = 256
-    """Context of a fresh model (a checkpoint keeps its own)."""
+    """Context of a fresh model, or the cap of an hf: backbone (a scalelab checkpoint keeps its own)."""
     pmp: str | None = None
     """Preference-model pre-training set: a file or keyword; binarised unless pmp_binary is False."""
     pmp_binary: bool = True
@@ -171,7 +171,7 @@ def build_pm(spec: PMRunSpec, workdir: Path) -> PreferenceModel:
     if base is None:
         backbone, tokenizer = fresh_gpt_backbone(spec.size, spec.context, seed=spec.train.seed)
         return PreferenceModel(backbone, tokenizer, spec.objective)
-    return load_pm(base, workdir, objective=spec.objective)
+    return load_pm(base, workdir, objective=spec.objective, context=spec.context)  # context: hf: backbones
 
 
 def _fits(pm: PreferenceModel):
