@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scalelab.laws import chinchilla_grid, fit_chinchilla, percentile_interval, resample_weights
+from scalelab.laws import chinchilla_grid, fit_chinchilla, percentile_ci, resample_weights
 from scalelab.laws.bootstrap import chinchilla_quantities, refit_weighted
 from scalelab.laws.chinchilla import chinchilla_objective
 from scalelab.laws.multistart import multistart_minimize
@@ -19,13 +19,15 @@ def test_resample_weights_are_draw_counts() -> None:
     assert not np.array_equal(w, resample_weights(17, 50, seed=4))
 
 
-def test_percentile_interval() -> None:
+def test_percentile_ci_is_the_one_percentile_interval() -> None:
     samples = np.arange(1, 1001, dtype=float)
-    lo, hi = percentile_interval(samples, 0.95)
+    lo, hi = percentile_ci(samples)
     assert lo == pytest.approx(np.percentile(samples, 2.5))
     assert hi == pytest.approx(np.percentile(samples, 97.5))
-    assert percentile_interval(np.array([np.nan, 1.0, 2.0, 3.0]), 0.5) == pytest.approx((1.5, 2.5))
-    assert np.isnan(percentile_interval(np.array([]))[0])
+    assert percentile_ci(np.array([np.nan, np.inf, 1.0, 2.0, 3.0]), 0.5) == pytest.approx((1.5, 2.5))
+    assert np.isnan(percentile_ci(np.array([]))[0])
+    with pytest.raises(ValueError):
+        percentile_ci(samples, 95)
 
 
 def test_unit_weights_refit_reproduces_the_full_fit() -> None:

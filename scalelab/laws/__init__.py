@@ -24,6 +24,7 @@ from scalelab.laws.bootstrap import (
     BootstrapResult,
     bootstrap_chinchilla,
     bootstrap_power_law,
+    percentile_ci,
     percentile_interval,
     resample_weights,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "optimal_params",
     "optimal_tokens",
     "params_for_tokens",
+    "percentile_ci",
     "percentile_interval",
     "power_law",
     "resample_weights",

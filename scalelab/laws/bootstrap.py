@@ -52,15 +52,25 @@ class BootstrapResult:
                 "level": self.level, "n_boot": self.n_boot, "seed": self.seed}
 
 
-def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Equal-tailed percentile interval of the finite samples (Efron & Tibshirani 1993, Ch. 13)."""
-    finite = np.asarray(samples, dtype=float)
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Equal-tailed percentile interval of the finite samples (Efron & Tibshirani 1993, Ch. 13).
+
+    The one home of percentile intervals in scalelab: (lo, hi) at `level` (0.95: the 2.5th and
+    97.5th percentiles); NaN and infinite samples (failed refits) are left out; (nan, nan) if none.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    finite = np.asarray(samples, dtype=float).reshape(-1)
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
         return (float("nan"), float("nan"))
     tail = 50.0 * (1.0 - level)
     lo, hi = np.percentile(finite, [tail, 100.0 - tail])
     return float(lo), float(hi)
+
+
+percentile_interval = percentile_ci
+"""Former name of `percentile_ci`, kept while callers outside laws/ move over."""
 
 
 def resample_weights(n_points: int, n_boot: int, seed: int) -> np.ndarray:
@@ -117,7 +127,7 @@ def _refit_in_chunks(
 
 def _summarise(point: dict[str, float], samples: dict[str, np.ndarray], level: float, n_boot: int,
                seed: int) -> BootstrapResult:
-    ci = {k: percentile_interval(v, level) for k, v in samples.items()}
+    ci = {k: percentile_ci(v, level) for k, v in samples.items()}
     return BootstrapResult(point=point, samples=samples, ci=ci, level=level, n_boot=n_boot, seed=seed)
 
 

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scalelab.errors import UserError
 from scalelab.laws.allocation import allocation_coefficient, allocation_exponents
 from scalelab.laws.multistart import multistart_minimize
 from scalelab.laws.objective import HUBER_DELTA, LogSumExpHuber
-from scalelab.laws.validate import enough_points, positive_finite, same_length
+from scalelab.laws.validate import distinct_values, enough_points, positive_finite, same_length, varying_loss
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
 N_PARAMS = 5
@@ -128,6 +129,17 @@ def check_chinchilla_data(
     y = positive_finite(names[2], loss, first_line=first_line)
     count = same_length(**{names[0]: n, names[1]: d, names[2]: y})
     enough_points(count, N_PARAMS, "Chinchilla")
+    for name, values in ((names[0], n), (names[1], d)):  # E + A/N^alpha (or B/D^beta) needs 3 distinct values
+        distinct_values(name, values, 3, "Chinchilla",
+                        "its power-law term in it has a scale, an exponent and the shared constant E")
+    varying_loss(names[2], y, "Chinchilla")
+    slope, intercept = np.polyfit(np.log(n), np.log(d), 1)
+    if np.max(np.abs(np.log(d) - slope * np.log(n) - intercept)) < 1e-6:
+        raise UserError(
+            f"{names[1]} is a fixed power of {names[0]} in every run (e.g. a fixed tokens-per-parameter "
+            f"sweep), so A/{names[0]}^alpha and B/{names[1]}^beta cannot be told apart: add runs that vary "
+            f"{names[1]} at a fixed {names[0]} (or fit a power law in {names[0]} instead)"
+        )
     return n, d, y
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.laws.allocation import params_for_tokens
-from scalelab.laws.bootstrap import percentile_interval, resample_weights
+from scalelab.laws.bootstrap import percentile_ci, resample_weights
 from scalelab.laws.chinchilla import ChinchillaFit, fit_chinchilla
 from scalelab.laws.objective import HUBER_DELTA, huber
 from scalelab.laws.validate import enough_points, positive_finite, same_length
@@ -167,7 +167,7 @@ def fit_data_constrained(
     if n_boot > 0:
         draws = np.array([_fit_decay(base, n, d, u, y, w, fit_rn, delta)[:2]
                           for w in resample_weights(count, n_boot, seed)])
-        fit.ci = {"R_D_star": percentile_interval(draws[:, 0], level)}
+        fit.ci = {"R_D_star": percentile_ci(draws[:, 0], level)}
         if fit_rn:
-            fit.ci["R_N_star"] = percentile_interval(draws[:, 1], level)
+            fit.ci["R_N_star"] = percentile_ci(draws[:, 1], level)
     return fit

@@ -17,7 +17,7 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.laws.allocation import FLOPS_PER_PARAM_TOKEN
-from scalelab.laws.bootstrap import percentile_interval, refit_weighted, resample_weights
+from scalelab.laws.bootstrap import percentile_ci, refit_weighted, resample_weights
 from scalelab.laws.chinchilla import check_chinchilla_data, fit_chinchilla
 from scalelab.laws.objective import HUBER_DELTA, log_sum_exp_prediction
 from scalelab.laws.power import check_power_data, fit_power_law
@@ -82,13 +82,13 @@ def _score(law: str, by: str, threshold: float, test: np.ndarray, actual: np.nda
            params: dict[str, float]) -> Forecast:
     rel = (predicted - actual) / actual
     boot_rel = (boot_pred - actual) / actual  # (n_boot, n_test)
-    rel_ci = np.array([percentile_interval(col, level) for col in boot_rel.T]).reshape(-1, 2)
+    rel_ci = np.array([percentile_ci(col, level) for col in boot_rel.T]).reshape(-1, 2)
     mare_boot = np.mean(np.abs(boot_rel), axis=1)
     return Forecast(law=law, by=by, threshold=threshold, n_train=int((~test).sum()),
                     n_test=int(test.sum()), test_index=np.flatnonzero(test), actual=actual,
                     predicted=predicted, rel_error=rel, rel_error_ci=rel_ci,
                     mean_abs_rel_error=float(np.mean(np.abs(rel))),
-                    mean_abs_rel_error_ci=percentile_interval(mare_boot, level), params=params)
+                    mean_abs_rel_error_ci=percentile_ci(mare_boot, level), params=params)
 
 
 def forecast_chinchilla(

@@ -15,7 +15,7 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.laws.allocation import FLOPS_PER_PARAM_TOKEN
-from scalelab.laws.bootstrap import percentile_interval
+from scalelab.laws.bootstrap import percentile_ci
 from scalelab.laws.validate import positive_finite, same_length
 
 
@@ -148,6 +148,6 @@ def fit_isoflop(
                 continue
             draws.append(_fit_minima(boot))
         arr = np.array(draws)
-        fit.ci = {k: percentile_interval(arr[:, i], level)
+        fit.ci = {k: percentile_ci(arr[:, i], level)
                   for i, k in enumerate(("a", "b", "params_coef", "tokens_coef"))}
     return fit

@@ -18,7 +18,7 @@ import numpy as np
 
 from scalelab.laws.multistart import multistart_minimize
 from scalelab.laws.objective import HUBER_DELTA, LogSumExpHuber
-from scalelab.laws.validate import enough_points, positive_finite, same_length
+from scalelab.laws.validate import distinct_values, enough_points, positive_finite, same_length, varying_loss
 
 N_PARAMS = 3
 ALPHA_STARTS = (0.05, 0.25, 0.5, 1.0, 2.0)
@@ -75,6 +75,8 @@ def check_power_data(x: object, y: object, *, names: tuple[str, str] = ("x", "y"
     xa = positive_finite(names[0], x, first_line=first_line)
     ya = positive_finite(names[1], y, first_line=first_line)
     enough_points(same_length(**{names[0]: xa, names[1]: ya}), N_PARAMS, "saturating power")
+    distinct_values(names[0], xa, N_PARAMS, "saturating power", "E, A and alpha need three distinct x")
+    varying_loss(names[1], ya, "saturating power")
     return xa, ya
 
 
