@@ -27,7 +27,7 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.laws.allocation import allocation_coefficient, allocation_exponents
-from scalelab.laws.multistart import multistart_minimize
+from scalelab.laws.multistart import multistart_minimize, refit_candidates
 from scalelab.laws.objective import HUBER_DELTA, LogSumExpHuber
 from scalelab.laws.validate import distinct_values, enough_points, positive_finite, same_length, varying_loss
 
@@ -67,8 +67,9 @@ class ChinchillaFit:
         E, A, B, alpha, beta: the law (Hoffmann et al. 2022, Eq. 2).
         n_points: number of (N, D, loss) points fitted.
         objective: summed Huber loss at the optimum.
-        best_starts: (k, 5) grid initialisations whose runs ended lowest, best first; bootstrap
-            refits start from these.
+        best_starts: (k, 5) grid initialisations whose runs ended lowest, best first.
+        candidates: (S, 5) points bootstrap refits screen for their starts: the grid and the
+            survivors' end points (see `bootstrap.py`).
     """
 
     E: float
@@ -79,6 +80,7 @@ class ChinchillaFit:
     n_points: int
     objective: float
     best_starts: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 5)))
+    candidates: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 5)))
 
     @classmethod
     def from_theta(cls, theta: np.ndarray, n_points: int, objective: float, **kw: object) -> ChinchillaFit:
@@ -183,4 +185,6 @@ def fit_chinchilla(
                               n_survivors=n_survivors, n_polish=n_polish)
     ranked = np.argsort(res.all_fun, kind="stable")
     ranked = ranked[np.isfinite(res.all_fun[ranked])][:N_BEST_STARTS]
-    return ChinchillaFit.from_theta(res.x, n_points=len(y), objective=res.fun, best_starts=starts[ranked])
+    return ChinchillaFit.from_theta(res.x, n_points=len(y), objective=res.fun, best_starts=starts[ranked],
+                                    candidates=refit_candidates(starts, res))
+

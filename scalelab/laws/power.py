@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scalelab.laws.multistart import multistart_minimize
+from scalelab.laws.multistart import multistart_minimize, refit_candidates
 from scalelab.laws.objective import HUBER_DELTA, LogSumExpHuber
 from scalelab.laws.validate import distinct_values, enough_points, positive_finite, same_length, varying_loss
 
@@ -40,7 +40,8 @@ class PowerLawFit:
         n_points: number of points fitted.
         objective: summed Huber loss at the optimum.
         x_ref: geometric mean of x; the fit ran on x / x_ref.
-        best_starts: (k, 3) normalised starts (a', e, alpha) whose runs ended lowest, for bootstrap.
+        best_starts: (k, 3) normalised starts (a', e, alpha) whose runs ended lowest.
+        candidates: (S, 3) normalised points bootstrap refits may start from (grid and end points).
     """
 
     E: float
@@ -50,6 +51,7 @@ class PowerLawFit:
     objective: float
     x_ref: float = 1.0
     best_starts: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 3)))
+    candidates: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 3)))
 
     @classmethod
     def from_theta(cls, theta: np.ndarray, x_ref: float, n_points: int, objective: float,
@@ -114,4 +116,4 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, delta: float = HUBER_DELTA,
     ranked = np.argsort(res.all_fun, kind="stable")
     ranked = ranked[np.isfinite(res.all_fun[ranked])][:16]
     return PowerLawFit.from_theta(res.x, x_ref, n_points=len(ya), objective=res.fun,
-                                  best_starts=starts[ranked])
+                                  best_starts=starts[ranked], candidates=refit_candidates(starts, res))
