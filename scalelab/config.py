@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scalelab.errors import UserError
+from scalelab.names import check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,6 +27,15 @@ else:  # pragma: no cover
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# value ranges, checked when a config is built (before any run is recorded)
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+Rate = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+|mps")
 
 
 class DataConfig(_Strict):
@@ -38,24 +49,31 @@ class DataConfig(_Strict):
     tokenizer: str = "byte"
     """'byte' (256 symbols + end-of-document), 'char' (characters seen in the corpus),
     'bpe' (trained on the corpus with HF tokenizers), or a folder holding tokenizer.json."""
-    vocab_size: int = 4096
+    vocab_size: Positive = 4096
     """Target vocabulary of the 'bpe' tokenizer (ignored otherwise)."""
     split: Literal["auto", "documents", "contiguous"] = "auto"
     """'documents': each document goes wholly to train, val or test by a hash of its id;
     'contiguous': the token stream is cut into leading train, then val, then test;
     'auto': documents when the corpus has at least 100 of them, else contiguous."""
-    val_fraction: float = 0.05
-    test_fraction: float = 0.05
-    max_documents: int | None = None
+    val_fraction: Fraction = 0.05
+    test_fraction: Fraction = 0.05
+    max_documents: Positive | None = None
     """Keep only the first N documents (sorted by id): for quick experiments."""
     cache_dir: str | None = None
     """Where token shards are cached; default: <workdir>/cache."""
-    repeat_fraction: float = 0.0
+    repeat_fraction: Fraction = 0.0
     """Share f of the training tokens drawn from a small repeated subset (Hernandez et al. 2022); 0: none."""
-    repeat_epochs: int = 1
+    repeat_epochs: Positive = 1
     """Times R the subset is seen; it holds f * D / R tokens of a D-token run."""
     repeat_unit: Literal["chunk", "document"] = "chunk"
     """The repeated subset is made of fixed-length chunks or of whole documents."""
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves no "
+                             "training data; keep their sum below 1")  # fmt: skip
+        return self
 
 
 class ModelConfig(_Strict):
@@ -64,22 +82,32 @@ class ModelConfig(_Strict):
     recipe: Literal["gpt2", "modern"] = "gpt2"
     size: str | None = None
     """A ladder name ('3xs' ... '6xl') or a parameter count ('1e6'); sets n_layer/n_head/n_embd."""
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 256
+    n_layer: Positive = 4
+    n_head: Positive = 4
+    n_embd: Positive = 128
+    block_size: Positive = 256
     """Context length in tokens."""
-    vocab_size: int | None = None
+    vocab_size: Positive | None = None
     """Set from the tokenizer when None; a larger value pads the embedding (e.g. 50304)."""
-    dropout: float = 0.0
+    dropout: Fraction = 0.0
     bias: bool | None = None
     """Biases in linear layers and norms; default: True for gpt2, False for modern."""
     mlp: Literal["gelu", "relu2", "swiglu"] | None = None
     """MLP nonlinearity; default: gelu for gpt2, relu2 for modern."""
-    logit_softcap: float | None = None
+    logit_softcap: Rate | None = None
     """If set, logits = cap * tanh(logits / cap) (modern recipe)."""
     tie_embeddings: bool | None = None
     """Share input and output embeddings; default: True for gpt2, False for modern."""
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_as_text(cls, v: Any) -> Any:
+        """`--set model.size=1e4` arrives as a number: keep it as the text of that number."""
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, (int, float)):
+            return f"{v:g}"
+        return v
 
     @model_validator(mode="after")
     def _check_shape(self) -> ModelConfig:
@@ -91,36 +119,36 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     """Optimizer, schedule, budget and bookkeeping."""
 
-    iters: int | None = 2000
+    iters: Positive | None = 2000
     """Optimizer steps; if None, derived from `tokens`."""
-    tokens: int | None = None
+    tokens: Positive | None = None
     """Training-token budget; used when `iters` is None."""
-    batch_size: int = 12
+    batch_size: Positive = 12
     """Sequences per micro-batch (per process)."""
-    grad_accum: int = 1
+    grad_accum: Positive = 1
     optimizer: Literal["adamw", "muon"] = "adamw"
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    muon_lr: float = 0.02
+    lr: Rate = 1e-3
+    min_lr: NonNegativeFloat = 1e-4
+    muon_lr: Rate = 0.02
     """Learning rate of Muon's 2-D weights (the rest use `lr` with AdamW)."""
     betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    weight_decay: NonNegativeFloat = 0.1
+    grad_clip: NonNegativeFloat = 1.0
     """Clip the global gradient norm to this value; 0 disables."""
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
-    warmup_iters: int = 100
-    decay_fraction: float = 0.2
+    warmup_iters: NonNegative = 100
+    decay_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
     """For 'wsd': the final fraction of steps over which lr decays linearly to min_lr."""
-    eval_every: int = 500
-    eval_batches: int = 20
-    final_eval_batches: int | None = None
+    eval_every: Positive = 500
+    eval_batches: Positive = 20
+    final_eval_batches: Positive | None = None
     """Batches for the last evaluation; default: eval_batches."""
-    ckpt_every: int = 500
-    log_every: int = 10
+    ckpt_every: Positive = 500
+    log_every: Positive = 10
     sampling: Literal["random", "sequential"] = "random"
     """'random': random contiguous windows; 'sequential': epoch-exact pass over the stream."""
     device: str = "auto"
-    """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ..."""
+    """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Autocast dtype: 'auto' is bfloat16 on CUDA and float32 on CPU."""
     compile: bool = False
@@ -130,8 +158,15 @@ class TrainConfig(_Strict):
     eval_seed: int = 1337
     """Seed of the fixed evaluation windows, kept apart from `seed` so that runs differing only in
     seed are scored on the same validation tokens."""
-    threads: int | None = None
+    threads: Positive | None = None
     """torch intra-op threads on CPU; default: all cores."""
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(v):
+            raise ValueError("use 'auto', 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps'")
+        return v
 
     @model_validator(mode="after")
     def _check_budget(self) -> TrainConfig:
@@ -144,9 +179,15 @@ class RunConfig(_Strict):
     """One training run: name, data, model, training. Saved verbatim with the run."""
 
     name: str = "run"
+    """Label of the run (letters, digits, '._-=+'); runs are stored by id, several may share a name."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return _as_value_error(check_name, v, "name")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -159,6 +200,14 @@ class RunConfig(_Strict):
         d["train"].pop("threads", None)
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _as_value_error(check, *args):
+    """Run a check that raises UserError inside a pydantic validator (which reports ValueErrors)."""
+    try:
+        return check(*args)
+    except UserError as e:
+        raise ValueError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- loading

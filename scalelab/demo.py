@@ -19,7 +19,7 @@ def demo_spec():
 
 
 def run_demo(workdir: str | Path, progress: bool = True, console: Console | None = None) -> dict:
-    from scalelab.cli_sweep import report_sweep
+    from scalelab.sweep.report import report_sweep
 
     console = console or Console()
     spec = demo_spec()

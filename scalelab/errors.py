@@ -11,3 +11,7 @@ class UserError(Exception):
 
 class RunDiverged(RuntimeError):
     """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class RunBusy(UserError):
+    """Another live process holds the run's lease (trains it right now)."""

@@ -6,29 +6,18 @@ from pathlib import Path
 
 import torch
 
-from scalelab.errors import UserError
 from scalelab.model.generate import generate
-from scalelab.train.checkpoint import load_model_from_checkpoint
+from scalelab.train.checkpoint import load_for_inference, resolve_run_folder
 
 
 def resolve_checkpoint(run_or_path: str, workdir: str | Path) -> Path:
-    """A checkpoint folder from a run id / name in the store, a run folder or a checkpoint folder."""
-    p = Path(run_or_path)
-    if p.exists():
-        return p
-    db = Path(workdir) / "scalelab.db"
-    if db.exists():
-        from scalelab.store import RunStore
-
-        run = RunStore(db).get_run(run_or_path)
-        if run is not None:
-            return Path(workdir) / "runs" / run["id"]
-    raise UserError(f"{run_or_path!r} is neither a checkpoint path nor a run in {workdir}; see `scalelab runs`")
+    """A folder from a run id / name in the store, a run folder or a checkpoint folder (kept for callers)."""
+    return resolve_run_folder(run_or_path, workdir)
 
 
 def sample_text(run: str, prompt: str, tokens: int, temperature: float, top_k: int | None, seed: int,
                 workdir: str | Path) -> str:  # fmt: skip
-    model, tokenizer, _ = load_model_from_checkpoint(resolve_checkpoint(run, workdir))
+    model, tokenizer, _ = load_for_inference(run, workdir, "cpu")
     ids = list(tokenizer.encode(prompt)) if prompt else [tokenizer.eot_id]
     idx = torch.tensor([ids], dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)

@@ -47,3 +47,7 @@ def shakespeare() -> Path:
     if not path.exists():
         pytest.skip("../shared/data/tinyshakespeare.txt is not present")
     return path
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "reliability: fault-injection tests (run alone with -m reliability)")

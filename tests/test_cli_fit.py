@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from scalelab.cli_fit import fit_app
+from scalelab.cli.fit import fit_app
 from scalelab.errors import UserError
 from scalelab.laws import power_law
 from scalelab.laws.synthetic import synthetic_chinchilla_runs

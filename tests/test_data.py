@@ -134,3 +134,23 @@ def test_too_little_data_is_a_user_error():
         RandomWindows(np.arange(10), 16, 2, seed=0)
     with pytest.raises(UserError, match="fewer than one window"):
         eval_windows(np.arange(10), 16, 2, 2, seed=0)
+
+
+def test_invalid_utf8_is_replaced_counted_and_said(tmp_path):
+    from scalelab.data.sources import DataWarning
+
+    txt = tmp_path / "a.txt"
+    txt.write_bytes(b"fine line\nbad \xff\xfe here\nand \xc3 there\n")
+    with pytest.warns(DataWarning, match=r"a.txt: 3 invalid UTF-8 byte sequence\(s\).*line 2"):
+        (doc,) = list(iter_documents(str(txt)))
+    assert doc.text.count("\ufffd") == 3 and doc.text.startswith("fine line\nbad ")
+    jl = tmp_path / "b.jsonl"
+    jl.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n{"text": "\xef\xbf\xbd legit"}\n')
+    with pytest.warns(DataWarning, match=r"b.jsonl: 1 invalid .*line 2"):
+        docs = list(iter_documents(str(jl)))
+    assert [d.text for d in docs] == ["ok", "caf\ufffd", "\ufffd legit"]
+    gz = tmp_path / "c.jsonl.gz"
+    with gzip.open(gz, "wb") as fh:
+        fh.write(b'{"text": "x\x80"}\n')
+    with pytest.warns(DataWarning, match="c.jsonl.gz"):
+        assert [d.text for d in iter_documents(str(gz))] == ["x\ufffd"]

@@ -26,6 +26,7 @@ def last_json(result: subprocess.CompletedProcess) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_pm_train_on_hh_then_score_and_choice(tmp_path):
     if not HH.exists():
         pytest.skip("../shared/data/hh-rlhf/harmless-base-test.jsonl.gz is not present")
@@ -55,6 +56,7 @@ def test_pm_train_on_hh_then_score_and_choice(tmp_path):
     assert choice["n"] == 2 and choice["scoring"] == "head" and set(choice["per_category"]) == {"honest", "helpful"}
 
 
+@pytest.mark.slow
 def test_pm_train_imitation_and_errors(tmp_path):
     data = tmp_path / "pairs.jsonl"
     rows = [{"prompt": f"Q: {a}+{a}=? A:", "chosen": str(2 * a), "rejected": str(2 * a + 1)} for a in range(40)]
@@ -74,3 +76,5 @@ def test_pm_train_imitation_and_errors(tmp_path):
     assert pmp_imitation.returncode == 2 and "PMP" in pmp_imitation.stderr
     missing = cli("pm", "score", str(tmp_path / "nowhere"), "--data", str(data), "--workdir", wd)
     assert missing.returncode == 2
+    zero = cli("pm", "train", "--data", str(data), "--size", "3xs", "--steps", "0", "--workdir", wd)
+    assert zero.returncode == 2 and "--steps" in zero.stderr and "Traceback" not in zero.stderr

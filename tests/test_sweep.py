@@ -74,7 +74,7 @@ def test_local_workers_and_report(tmp_path):
                  budget={"mode": "tokens_per_param", "tokens_per_param": 0.1, "min_iters": 5})
     res = run_sweep(spec, tmp_path, workers=2)
     assert res["completed"] == 4
-    from scalelab.cli_sweep import report_sweep
+    from scalelab.sweep.report import report_sweep
 
     fits, path = report_sweep(tmp_path, "t", n_boot=20)
     assert path.exists() and path.with_suffix(".md").exists()

@@ -136,16 +136,43 @@ def test_newton_schulz_orthogonalises_batched_and_single():
 
 
 def test_evaluation_windows_do_not_depend_on_the_training_seed(tiny_cfg, tmp_path, monkeypatch):
-    import scalelab.train.loop as loop
+    import scalelab.train.evaluator as evaluator
 
     seeds = []
-    real = loop.eval_windows
+    real = evaluator.eval_windows
 
     def spy(tokens, block, batch, n, seed):
         seeds.append(seed)
         return real(tokens, block, batch, n, seed)
 
-    monkeypatch.setattr(loop, "eval_windows", spy)
+    monkeypatch.setattr(evaluator, "eval_windows", spy)
     for s in ("1", "2"):
         train(tiny_cfg(train__seed=s, train__iters="2"), tmp_path / s, progress=False)
     assert seeds[:2] == seeds[2:4] == [1337, 1338]
+
+
+def test_resume_with_changed_settings_records_what_ran(tiny_cfg, tmp_path):
+    part = train(tiny_cfg(), tmp_path, progress=False, stop_after=10)
+    cfg2 = tiny_cfg(train__lr="5e-4", train__iters="40")
+    s = train(cfg2, tmp_path, resume=part["run_id"], progress=False)
+    run = RunStore.in_workdir(tmp_path).get_run(part["run_id"])
+    assert run["config"]["train"]["lr"] == 5e-4 and run["config_hash"] == cfg2.config_hash()
+    (change,) = s["config_history"]
+    assert change["step"] == 10 and change["changes"]["train.lr"] == [1e-3, 5e-4]
+    assert change["changes"]["train.iters"] == [30, 40] and run["summary"]["config_history"] == [change]
+
+
+def test_progress_file_follows_the_run(tiny_cfg, tmp_path):
+    import json
+    import os
+
+    s = train(tiny_cfg(), tmp_path, progress=False, stop_after=12)
+    prog = json.loads((tmp_path / "runs" / s["run_id"] / "progress.json").read_text())
+    keys = {"step", "iters", "loss", "val_loss", "tokens_per_s", "elapsed_s", "eta_s", "pid", "host", "time"}
+    assert set(prog) == keys
+    assert prog["step"] == 10 and prog["iters"] == 30 and prog["pid"] == os.getpid()  # the last log step before 12
+    assert prog["val_loss"] == pytest.approx(_curve(tmp_path, s["run_id"], "val")[10])
+    assert prog["eta_s"] > 0 and prog["loss"] > 0
+    s = train(tiny_cfg(), tmp_path, progress=False, resume=s["run_id"])
+    prog = json.loads((tmp_path / "runs" / s["run_id"] / "progress.json").read_text())
+    assert prog["step"] == 30 and prog["eta_s"] == 0 and prog["val_loss"] == pytest.approx(s["final_val_loss"])

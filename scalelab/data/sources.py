@@ -7,6 +7,10 @@ A source is named by one string:
 - a `.jsonl` / `.jsonl.gz` file whose records hold the text in a field (default `text`);
 - `hf:NAME[:CONFIG][@SPLIT]` (a Hugging Face hub dataset) or `hf-disk:PATH` (one saved with
   `save_to_disk`); these need the `hf` extra.
+
+Text is read as UTF-8. Invalid byte sequences in a text or JSONL file are replaced with U+FFFD
+rather than refused (one stray byte should not stop a corpus), and counted: a `DataWarning` names
+the file, the number of replacements and the first line that had one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 import sys
 import sysconfig
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +48,34 @@ def stdlib_files() -> list[Path]:
     return sorted(files)
 
 
-def _read_text(path: Path) -> str | None:
+class DataWarning(UserWarning):
+    """Something in the corpus was repaired on reading (invalid UTF-8 replaced)."""
+
+
+def _decode(raw: bytes) -> tuple[str, int, int | None]:
+    """(text, invalid sequences replaced, byte offset of the first) of UTF-8 bytes."""
+    try:
+        return raw.decode("utf-8"), 0, None
+    except UnicodeDecodeError as e:
+        text = raw.decode("utf-8", errors="replace")
+        return text, text.count("\ufffd") - raw.count("\ufffd".encode()), e.start
+
+
+def _warn_replaced(path: Path, count: int, first_line: int) -> None:
+    msg = (f"{path}: {count} invalid UTF-8 byte sequence(s) replaced with U+FFFD (first on line {first_line}); "
+           "re-encode the file as UTF-8 to keep those characters")  # fmt: skip
+    warnings.warn(msg, DataWarning, stacklevel=3)
+
+
+def _read_text(path: Path, warn: bool = True) -> str | None:
     """A file's text, or None when it looks binary (NUL bytes)."""
     raw = path.read_bytes()
     if b"\x00" in raw[:8192]:
         return None
-    return raw.decode("utf-8", errors="replace")
+    text, bad, first = _decode(raw)
+    if bad and warn:
+        _warn_replaced(path, bad, raw[:first].count(b"\n") + 1)
+    return text
 
 
 def _is_glob(source: str) -> bool:
@@ -72,8 +99,13 @@ def _is_jsonl(path: Path) -> bool:
 
 def _iter_jsonl(path: Path, text_field: str) -> Iterator[Document]:
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
+    replaced, first_bad = 0, None
+    with opener(path, "rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            line, bad, _ = _decode(raw)
+            if bad:
+                replaced += bad
+                first_bad = first_bad or line_no
             if not line.strip():
                 continue
             try:
@@ -89,6 +121,8 @@ def _iter_jsonl(path: Path, text_field: str) -> Iterator[Document]:
             if not isinstance(text, str):
                 raise UserError(f"{path}:{line_no}: field {text_field!r} is {type(text).__name__}, not text")
             yield Document(f"{path.name}:{line_no}", text)
+    if replaced:
+        _warn_replaced(path, replaced, first_bad)
 
 
 def _iter_hf(source: str, text_field: str) -> Iterator[Document]:
@@ -126,7 +160,7 @@ def _iter_all(source: str, text_field: str) -> Iterator[Document]:
     if source == "stdlib":
         root = Path(sysconfig.get_paths()["stdlib"])
         for f in stdlib_files():
-            text = _read_text(f)
+            text = _read_text(f, warn=False)  # a few test files there are Latin-1 on purpose
             if text is not None:
                 yield Document(str(f.relative_to(root)), text)
         return

@@ -1,5 +1,6 @@
-"""Reports: self-contained HTML with embedded figures, and a Markdown twin."""
+"""Reports: self-contained HTML with embedded figures, and a Markdown twin; one writer for every study."""
 
 from scalelab.report.html import Section, write_report
+from scalelab.report.paths import report_path, report_stem
 
-__all__ = ["Section", "write_report"]
+__all__ = ["Section", "report_path", "report_stem", "write_report"]

@@ -49,12 +49,22 @@ def _html_table(rows: list[dict]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _md(text: str) -> str:
+    """Text for the Markdown twin: HTML escaped (Markdown renderers pass raw HTML through, scripts included)."""
+    return html.escape(str(text), quote=False)
+
+
+def _md_cell(value) -> str:
+    """A Markdown table cell: escaped, with '|' and line breaks that would end the cell neutralised."""
+    return _md(_fmt(value)).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def _md_table(rows: list[dict]) -> str:
     if not rows:
         return "(no rows)\n"
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    lines = ["| " + " | ".join(_md_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_md_cell(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -75,17 +85,17 @@ def write_report(path: str | Path, title: str, sections: list[Section], meta: st
     fig_dir.mkdir(exist_ok=True)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
-    md = [f"# {title}\n"]
+    md = [f"# {_md(title)}\n"]
     if meta:
         parts.append(f"<p><small>{html.escape(meta)}</small></p>")
-        md.append(f"_{meta}_\n")
+        md.append(f"_{_md(meta)}_\n")
     n = 0
     for sec in sections:
         parts.append(f"<h2>{html.escape(sec.title)}</h2>")
-        md.append(f"\n## {sec.title}\n")
+        md.append(f"\n## {_md(sec.title)}\n")
         if sec.text:
             parts.append(f"<div class='text'>{html.escape(sec.text)}</div>")
-            md.append(sec.text + "\n")
+            md.append(_md(sec.text) + "\n")
         for fig in sec.figures:
             png = _fig_png(fig)
             plt.close(fig)

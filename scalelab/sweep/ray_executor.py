@@ -19,7 +19,7 @@ def run_ray(tasks, workdir: Path, workers: int, address: str | None, gpus_per_ru
         import ray
     except ImportError:
         raise UserError("the Ray executor needs the ray extra: pip install 'scalelab[ray]'") from None
-    from scalelab.sweep.run import train_worker
+    from scalelab.sweep.worker import run_worker
 
     started_here = False
     if not ray.is_initialized():
@@ -30,9 +30,10 @@ def run_ray(tasks, workdir: Path, workers: int, address: str | None, gpus_per_ru
                      log_to_driver=False, configure_logging=False)  # fmt: skip
             started_here = True
     try:
-        remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(train_worker)
+        remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_run, max_retries=0)(run_worker)
         root = str(Path(workdir).resolve())
-        pending = {remote.remote(t.planned.cfg.to_dict(), root, t.run_id, threads, probes): t for t in tasks}
+        pending = {remote.remote(t.planned.kind, t.planned.cfg.to_dict(), root, t.run_id, threads, probes): t
+                   for t in tasks}  # fmt: skip
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             task = pending.pop(ready[0])

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from scalelab.config import RunConfig, _Strict, apply_overrides, build_config, read_toml
 from scalelab.errors import UserError
+from scalelab.names import check_name
 
 
 class BudgetSpec(_Strict):
@@ -67,6 +69,15 @@ class SweepSpec(_Strict):
     warmup_fraction: float | None = 0.05
     """If set, train.warmup_iters = this fraction of each run's steps (budgets differ per run)."""
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        """The name becomes a run group and a report file name: a slug, never a path."""
+        try:
+            return check_name(v, "sweep name")
+        except UserError as e:
+            raise ValueError(str(e)) from None
+
 
 @dataclass
 class PlannedRun:
@@ -78,6 +89,11 @@ class PlannedRun:
     flops_per_token: int
     tokens: int
     iters: int
+    kind: str = "lm"
+    """Which worker trains it: "lm" (the training loop) or another registered kind ("pm")."""
+    stage: int = 0
+    """Runs of stage k start once every run of an earlier stage has finished (a later run may refer to an
+    earlier one as "run:<name>")."""
     flops: float = field(init=False)
 
     def __post_init__(self):
@@ -97,8 +113,10 @@ def load_spec(path: str | Path | None, overrides: list[str] | None = None, raw: 
 
 
 def _axis_label(key: str, value: Any) -> str:
+    """`size=L2`, `lr=0.003`: a name part that is a safe file name whatever the value (a path, a list)."""
     short = key.rsplit(".", 1)[-1]
-    return f"{short}={value:g}" if isinstance(value, float) else f"{short}={value}"
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{short}=" + (re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.") or "x")
 
 
 def _set_key(raw: dict, key: str, value: Any) -> None:

@@ -1,8 +1,15 @@
-"""A live progress line for training (rich), on stderr so that `--json` output stays clean."""
+"""Training progress: a live line (rich) on stderr, so that `--json` output stays clean, and a
+`progress.json` file in the run folder for other processes to read."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import socket
 import sys
+import time
+from pathlib import Path
 
 
 class TrainProgress:
@@ -37,3 +44,29 @@ class TrainProgress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+class ProgressFile:
+    """`<run_dir>/progress.json`, replaced atomically at every log step, for drivers that poll a run
+    (study runners, sweeps): {"step", "iters", "loss", "val_loss", "tokens_per_s", "elapsed_s",
+    "eta_s", "pid", "host", "time"}; numbers are floats or null (steps are integers)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.pid, self.host = os.getpid(), socket.gethostname()
+
+    def write(self, step: int, iters: int, loss: float | None, val_loss: float | None, tokens_per_s: float | None,
+              elapsed_s: float, eta_s: float | None) -> None:  # fmt: skip
+        if self.path is None:
+            return
+        record = {"step": step, "iters": iters, "loss": loss, "val_loss": val_loss, "tokens_per_s": tokens_per_s,
+                  "elapsed_s": elapsed_s, "eta_s": eta_s, "pid": self.pid, "host": self.host,
+                  "time": time.time()}  # fmt: skip
+        tmp = self.path.with_name(f".{self.path.name}.tmp{self.pid}")
+        tmp.write_text(json.dumps({k: _plain(v) for k, v in record.items()}))
+        tmp.replace(self.path)
+
+
+def _plain(v):
+    """JSON has no NaN or infinity: write null for them."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v

@@ -11,16 +11,15 @@ Problems with the file raise `UserError`, which the main CLI prints and exits 2 
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from scalelab.cli.common import JsonOpt, err, fmt, out, print_json, show_progress
 from scalelab.errors import UserError
 
 if TYPE_CHECKING:  # numpy, pandas and the laws load when a command runs, not at CLI start-up
@@ -36,9 +35,9 @@ FIRST_DATA_LINE = 2  # line 1 of the CSV is the header
 
 
 def read_runs(path: Path) -> pd.DataFrame:
+    """The CSV as a DataFrame, or a UserError saying why it cannot be read."""
     import pandas as pd
 
-    """The CSV as a DataFrame, or a UserError saying why it cannot be read."""
     if not path.exists():
         raise UserError(f"file {path} does not exist; pass the path of a CSV with one row per run")
     if path.is_dir():
@@ -65,10 +64,10 @@ def find_column(frame: pd.DataFrame, name: str, option: str, path: Path) -> str:
 
 
 def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """The column as floats, or a UserError naming the lines whose values are not numbers."""
     import numpy as np
     import pandas as pd
 
-    """The column as floats, or a UserError naming the lines whose values are not numbers."""
     raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna() & raw.notna()
@@ -81,53 +80,34 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
 
 def _bootstrap_progress(run: Callable[[Progress | None], BootstrapResult], quiet: bool,
                         n_boot: int) -> BootstrapResult:
+    """Call `run(progress)` with a rich progress bar on stderr unless `quiet`."""
     from rich.progress import Progress as ProgressBar
 
-    """Call `run(progress)` with a rich progress bar on stderr unless `quiet`."""
     if quiet:
         return run(None)
-    with ProgressBar(console=Console(stderr=True), transient=True) as bar:
+    with ProgressBar(console=err, transient=True) as bar:
         task = bar.add_task("bootstrap refits", total=n_boot)
         return run(lambda done, total: bar.update(task, completed=done))
 
 
-def _clean(value: object) -> object:
-    import numpy as np
-
-    """JSON-safe: NumPy scalars to floats, NaN and infinities to null."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def _print_table(title: str, result: dict[str, object], keys: list[str]) -> None:
     ci: dict[str, list[float]] = result.get("ci", {})  # type: ignore[assignment]
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("quantity")
     table.add_column("estimate", justify="right")
     if ci:
         table.add_column("95% interval", justify="right")
     for key in keys + [k for k in ci if k not in keys]:
-        row = [key, _fmt(result.get(key))]
+        row = [escape(key), fmt_na(result.get(key))]
         if ci:
-            row.append(f"[{_fmt(ci[key][0])}, {_fmt(ci[key][1])}]" if key in ci else "")
+            row.append(escape(f"[{fmt_na(ci[key][0])}, {fmt_na(ci[key][1])}]") if key in ci else "")
         table.add_row(*row)
-    Console().print(table)
-    Console().print(f"{result['n_points']} points; summed Huber loss {_fmt(result['objective'])}")
+    out.print(table)
+    out.print(f"{result['n_points']} points; summed Huber loss {fmt_na(result['objective'])}", markup=False)
 
 
-def _fmt(value: object) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and math.isnan(value):
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def fmt_na(value: object) -> str:
+    return fmt(value, missing="n/a")
 
 
 @fit_app.command("chinchilla")
@@ -139,7 +119,7 @@ def chinchilla_command(
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     flops: list[float] = typer.Option([], "--flops", help="Budgets C for N_opt, D_opt, tokens/param."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Approach 3, Hoffmann et al. 2022)."""
     from scalelab.laws.bootstrap import bootstrap_chinchilla, chinchilla_quantities
@@ -159,10 +139,10 @@ def chinchilla_command(
         boot = _bootstrap_progress(
             lambda progress: bootstrap_chinchilla(n, d, y, n_boot=bootstrap, seed=seed, fit=fit,
                                                   flops=flops, progress=progress),
-            as_json, bootstrap)
+            not show_progress(), bootstrap)
         result.update(ci={k: list(v) for k, v in boot.ci.items()}, n_boot=bootstrap, seed=seed)
     if as_json:
-        typer.echo(json.dumps(_clean(result)))
+        print_json(result)
         return
     _print_table(f"Chinchilla fit of {csv.name}", result,
                  ["E", "A", "B", "alpha", "beta", "a", "b", "G"]
@@ -176,7 +156,7 @@ def power_command(
     y: str = typer.Option(..., "--y", help="Column with the loss."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Fit L(x) = E + A x^(-alpha) (Kaplan et al. 2020 with an irreducible term)."""
     from scalelab.laws.bootstrap import bootstrap_power_law
@@ -193,9 +173,9 @@ def power_command(
         boot = _bootstrap_progress(
             lambda progress: bootstrap_power_law(xa, ya, n_boot=bootstrap, seed=seed, fit=fit,
                                                  progress=progress),
-            as_json, bootstrap)
+            not show_progress(), bootstrap)
         result.update(ci={k: list(v) for k, v in boot.ci.items()}, n_boot=bootstrap, seed=seed)
     if as_json:
-        typer.echo(json.dumps(_clean(result)))
+        print_json(result)
         return
     _print_table(f"Power-law fit of {csv.name}: {cols[1]} vs {cols[0]}", result, ["E", "A", "alpha"])

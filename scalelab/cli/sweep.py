@@ -2,58 +2,39 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from scalelab.cli_common import DEFAULT_WORKDIR
+from scalelab.cli.common import DEFAULT_WORKDIR, JsonOpt, WorkdirOpt, err, note, out, print_json, rows_table, say
 from scalelab.errors import UserError
-
-err = Console(stderr=True)
-
-
-def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def report_sweep(workdir: Path, sweep: str, n_boot: int = 200, fit_params: str = "nonembed",
-                 holdout: int = 1) -> tuple[dict, Path]:  # fmt: skip
-    from scalelab.store import RunStore
-    from scalelab.studies import scaling
-
-    store = RunStore.in_workdir(workdir)
-    res = scaling.analyze(store, sweep, fit_params=fit_params, holdout=holdout, n_boot=n_boot)
-    path = scaling.write(res, store, Path(workdir) / "reports" / f"{sweep}.html")
-    return res, path
 
 
 def sweep_cmd(
     spec_path: Path = typer.Argument(..., metavar="SPEC.toml", help="The sweep spec."),
     executor: str = typer.Option("local", "--executor", help="local or ray."),
-    workers: int = typer.Option(1, "--workers", help="Runs trained at once."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Runs trained at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan with time estimates; train nothing."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry runs that failed before."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join ('auto', 'ray://...')."),
-    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="Ray resource request per run."),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", min=0.0, help="Ray resource request per run."),
     set_: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a spec key (budget.min_iters=5)."),
-    workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", "-w"),
-    json_out: bool = typer.Option(False, "--json"),
+    workdir: Path = WorkdirOpt,
+    json_out: bool = JsonOpt,
 ):
     """Plan and run a family of runs (resumable; finished runs are skipped), then fit and report."""
+    from scalelab.report.paths import report_stem
     from scalelab.sweep.spec import load_spec
 
     spec = load_spec(spec_path, set_)
+    report_stem(spec.name)  # a path-like name is refused before anything runs
     if dry_run:
         print_plan(spec, workdir, json_out)
         return
+    from scalelab.sweep.report import report_sweep
     from scalelab.sweep.run import run_sweep
 
-    if workers < 1:
-        raise UserError("--workers must be at least 1")
     res = run_sweep(spec, workdir, executor, workers, retry_failed, address, gpus_per_run, console=err)
     if not res["interrupted"]:
         a = spec.analysis
@@ -62,9 +43,9 @@ def sweep_cmd(
         from scalelab.studies.scaling import headline
 
         res["fits"] = headline(fits)
-        err.print(f"report: {path}")
+        note(f"report: {path}")
     if json_out:
-        print(json.dumps(res, default=str))
+        print_json(res)
     if res["interrupted"]:
         raise typer.Exit(130)
 
@@ -84,26 +65,23 @@ def print_plan(spec, workdir: Path, json_out: bool) -> None:
                      "iters": r.iters, "flops": r.flops, "est_s": round(s, 1),
                      "status": prior[-1]["status"] if prior else "new"})  # fmt: skip
     if json_out:
-        print(json.dumps({"sweep": spec.name, "runs": rows, "notes": notes, "est_total_s": sum(est)}))
+        print_json({"sweep": spec.name, "runs": rows, "notes": notes, "est_total_s": sum(est)})
         return
-    table = Table(title=f"sweep {spec.name}: {len(rows)} runs, about {sum(est) / 60:.1f} min on this machine")
-    for c in rows[0]:
-        table.add_column(c, justify="left" if c in ("name", "status") else "right")
-    for row in rows:
-        table.add_row(*[_fmt(v) for v in row.values()])
-    Console(width=160).print(table)
+    title = f"sweep {spec.name}: {len(rows)} runs, about {sum(est) / 60:.1f} min on this machine"
+    out.print(rows_table(rows, title, left=("name", "status"), spec=".3g"))
     for n in notes:
-        err.print(n)
+        note(n)
 
 
 def report_cmd(
     workdir: Path = typer.Argument(Path(DEFAULT_WORKDIR), help="The work directory holding scalelab.db."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="One sweep (default: every sweep in the store)."),
-    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap refits for the intervals."),
-    json_out: bool = typer.Option(False, "--json"),
+    bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap refits for the intervals."),
+    json_out: bool = JsonOpt,
 ):
     """Fit and draw the report of each sweep in a work directory (self-contained HTML + Markdown)."""
     from scalelab.store import RunStore
+    from scalelab.sweep.report import report_sweep
 
     if not (Path(workdir) / "scalelab.db").exists():
         raise UserError(f"no run store in {workdir}; give the work directory of a sweep")
@@ -111,11 +89,17 @@ def report_cmd(
     groups = [sweep] if sweep else sorted({r["grp"] for r in rows if r["grp"]})
     if not groups:
         raise UserError(f"no sweeps in {workdir}; run `scalelab sweep SPEC.toml` first")
-    out = {}
-    for g in groups:
+    reports = {}
+    for i, g in enumerate(groups, 1):
+        note(f"[{i}/{len(groups)}] {g}: fitting the laws ({bootstrap} bootstrap refits) and drawing the report")
         _, path = report_sweep(workdir, g, bootstrap)
-        out[g] = str(path)
+        reports[g] = str(path)
         if not json_out:
-            print(f"{g}: {path}")
+            say(f"{g}: {path}")
     if json_out:
-        print(json.dumps({"reports": out}))
+        print_json({"reports": reports})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep_cmd)
+    app.command("report")(report_cmd)

@@ -10,21 +10,14 @@ split, or on --text). With --json, one JSON object is printed instead.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from scalelab.cli_common import DEFAULT_WORKDIR
+from scalelab.cli.common import JsonOpt, WorkdirOpt, fmt, out, print_json, say
 
 probe_app = typer.Typer(no_args_is_help=True, help="Mechanism probes on checkpoints.")
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
 
 
 def _table(res: dict) -> Table:
@@ -43,11 +36,11 @@ def _table(res: dict) -> Table:
 @probe_app.command("induction")
 def induction_cmd(
     checkpoint: str = typer.Argument(..., help="Run id / name, run folder, or checkpoint folder."),
-    workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", "-w", help="Work directory holding the run store."),
+    workdir: Path = WorkdirOpt,
     seed: int = typer.Option(0, "--seed", help="Seed of the random probe sequences."),
-    batch: int = typer.Option(8, "--batch", help="Sequences per probe."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Sequences per probe."),
     text: Path | None = typer.Option(None, "--text", help="Held-out text for the ICL score (default: val split)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    json_out: bool = JsonOpt,
 ):
     """Induction (prefix-matching) scores per head, copying loss and in-context learning score."""
     from scalelab.errors import UserError
@@ -55,8 +48,6 @@ def induction_cmd(
     from scalelab.sampling import resolve_checkpoint
     from scalelab.train.checkpoint import load_model_from_checkpoint
 
-    if batch < 1:
-        raise UserError(f"--batch {batch}: use at least 1 sequence")
     path = resolve_checkpoint(checkpoint, workdir)
     model, tokenizer, step = load_model_from_checkpoint(path)
     block = model.cfg.block_size
@@ -69,18 +60,17 @@ def induction_cmd(
     res = run_probes(model, settings_for(tokenizer, batch_size=batch, seed=seed), heldout)
     res = {"checkpoint": str(path), "step": step, **res}
     if json_out:
-        print(json.dumps(res))
+        print_json(res)
         return
-    out = Console(width=None if sys.stdout.isatty() else 160)
     out.print(_table(res))
     layer, head = res["induction_argmax"]
-    out.print(f"max prefix-matching score {res['induction_max']:.4f} (layer {layer}, head {head}); "
-              f"TransformerLens detector max {res['detector_max']:.4f}")  # fmt: skip
+    say(f"max prefix-matching score {res['induction_max']:.4f} (layer {layer}, head {head}); "
+        f"TransformerLens detector max {res['detector_max']:.4f}")  # fmt: skip
     per_copy = ", ".join(f"{v:.3f}" for v in res["copy_losses"])
-    out.print(f"copying loss per copy [{per_copy}]: first {_fmt(res['copy_loss_first'])}, "
-              f"later {_fmt(res['copy_loss_later'])}")  # fmt: skip
+    say(f"copying loss per copy [{per_copy}]: first {fmt(res['copy_loss_first'], '.4f', 'n/a')}, "
+        f"later {fmt(res['copy_loss_later'], '.4f', 'n/a')}")  # fmt: skip
     if res["icl_score"] is None:
-        out.print("ICL score: n/a (no held-out text found; pass --text FILE)")
+        say("ICL score: n/a (no held-out text found; pass --text FILE)")
     else:
         early, late, _ = res["icl_positions"]
-        out.print(f"ICL score {res['icl_score']:+.4f} (loss at token {late} minus token {early})")
+        say(f"ICL score {res['icl_score']:+.4f} (loss at token {late} minus token {early})")

@@ -6,39 +6,24 @@ last line with ``--json``; user mistakes raise `UserError`, which `scalelab.cli:
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from scalelab.cli_common import DEFAULT_WORKDIR
+from scalelab.cli.common import JsonOpt, WorkdirOpt, key_value_table, out, print_json, show_progress
 
 pm_app = typer.Typer(no_args_is_help=True, help="Preference models: train and score.")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluations of checkpoints.")
 
-WorkdirOpt = typer.Option(DEFAULT_WORKDIR, "--workdir", "-w", help="Work directory: run store, checkpoints.")
-JsonOpt = typer.Option(False, "--json", help="Print one JSON object as the last line.")
 FormatOpt = typer.Option("auto", "--format", help="Comparison file format: hh, generic or auto.")
 
 
 def _print(obj: dict, json_out: bool, keys: tuple[str, ...]) -> None:
     if json_out:
-        print(json.dumps(obj, default=str))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(show_header=False)
-    for k in keys:
-        v = obj.get(k)
-        if isinstance(v, float):
-            v = f"{v:.4g}"
-        elif isinstance(v, (list, tuple)) and v and isinstance(v[0], float):
-            v = "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
-        table.add_row(k, str(v))
-    Console().print(table)
+        print_json(obj)
+    else:
+        out.print(key_value_table(obj, keys))
 
 
 @pm_app.command("train")
@@ -50,26 +35,30 @@ def train_cmd(
     base: Optional[str] = typer.Option(None, "--base", help="Backbone: a run id, checkpoint or PM folder, or "
                                        "hf:FOLDER for a Hugging Face causal LM."),
     size: Optional[str] = typer.Option(None, "--size", help="A fresh ladder model instead of --base (e.g. 'xs')."),
-    context: int = typer.Option(256, "--context", help="Context of a fresh --size model, in tokens."),
+    context: int = typer.Option(256, "--context", min=1, help="Context of a fresh --size model, in tokens."),
     pmp: Optional[str] = typer.Option(None, "--pmp", help="Preference-model pre-training set (file or keyword, "
                                       "e.g. corruptions:stdlib), binarised, before fine-tuning on --data."),
-    pmp_max: int = typer.Option(4000, "--pmp-max", help="At most this many PMP comparisons (before binarising)."),
-    pmp_steps: Optional[int] = typer.Option(None, "--pmp-steps", help="PMP optimizer steps (default: one epoch)."),
-    pmp_lr: float = typer.Option(3e-4, "--pmp-lr", help="PMP learning rate."),
+    pmp_max: int = typer.Option(4000, "--pmp-max", min=1, help="At most this many PMP comparisons (before "
+                                "binarising)."),
+    pmp_steps: Optional[int] = typer.Option(None, "--pmp-steps", min=1, help="PMP optimizer steps (default: one "
+                                            "epoch)."),
+    pmp_lr: float = typer.Option(3e-4, "--pmp-lr", min=0.0, help="PMP learning rate."),
     ranked_pmp: bool = typer.Option(False, "--ranked-pmp", help="Use the PMP set as ranked pairs, not binarised."),
     test: Optional[str] = typer.Option(None, "--test", help="A separate test file (default: split off "
                                        "--test-fraction)."),
-    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Held-out fraction (by document / prompt)."),
-    data_max: Optional[int] = typer.Option(None, "--data-max", help="Read or build at most N comparisons."),
-    max_train: Optional[int] = typer.Option(None, "--max-train", help="Train on the first N training pairs only."),
-    max_test: Optional[int] = typer.Option(None, "--max-test", help="Evaluate on the first N test pairs only."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training comparisons."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Comparisons per step."),
-    lr: float = typer.Option(3e-4, "--lr", help="Peak AdamW learning rate."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=1.0, help="Held-out fraction (by "
+                                        "document / prompt)."),
+    data_max: Optional[int] = typer.Option(None, "--data-max", min=1, help="Read or build at most N comparisons."),
+    max_train: Optional[int] = typer.Option(None, "--max-train", min=1, help="Train on the first N training "
+                                            "pairs only."),
+    max_test: Optional[int] = typer.Option(None, "--max-test", min=1, help="Evaluate on the first N test pairs only."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (overrides --epochs)."),
+    epochs: float = typer.Option(1.0, "--epochs", min=0.0, help="Passes over the training comparisons."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Comparisons per step."),
+    lr: float = typer.Option(3e-4, "--lr", min=0.0, help="Peak AdamW learning rate."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: all cores)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name in the store."),
     workdir: Path = WorkdirOpt,
     json_out: bool = JsonOpt,
@@ -83,7 +72,7 @@ def train_cmd(
                      data_max=data_max, max_train=max_train, max_test=max_test, base=base, size=size, context=context,
                      pmp=pmp, pmp_binary=not ranked_pmp, pmp_max=pmp_max, pmp_steps=pmp_steps, pmp_lr=pmp_lr,
                      train=train_cfg, device=device, threads=threads, name=name)  # fmt: skip
-    summary = run_pm(spec, workdir, progress=not json_out and sys.stderr.isatty())
+    summary = run_pm(spec, workdir, progress=show_progress())
     _print(summary, json_out, ("run_id", "objective", "accuracy", "accuracy_ci", "ece", "n_train", "n_test",
                                "n_skipped", "n_truncated", "pmp_accuracy", "pairs_per_s", "pm_path"))  # fmt: skip
 
@@ -111,7 +100,7 @@ def score_cmd(
     checkpoint: str = typer.Argument(..., help="A PM run id, run folder or pm/ folder."),
     data: str = typer.Option(..., "--data", help="Comparison file or automatic-set keyword."),
     format: str = FormatOpt,
-    max_pairs: Optional[int] = typer.Option(None, "--max", help="Score only the first N comparisons."),
+    max_pairs: Optional[int] = typer.Option(None, "--max", min=1, help="Score only the first N comparisons."),
     seed: int = typer.Option(0, "--seed", help="Seed of automatic sets and of the bootstrap."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Write the reliability diagram to this PNG."),
     workdir: Path = WorkdirOpt,

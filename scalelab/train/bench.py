@@ -16,7 +16,7 @@ from scalelab.store import RunStore
 from scalelab.train.loop import train
 
 DEFAULT_TARGETS = {"shakespeare-char": 1.874}
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _preset_name(preset: str, recipe: str) -> tuple[str, list[str]]:

@@ -1,0 +1,63 @@
+"""What a sweep worker (a local process, a Ray task or the driver itself) runs for one planned run.
+
+`run_worker(kind, cfg_dict, workdir, run_id, threads, probes)` trains one run and returns its summary;
+it never raises, since a failed run must not take the sweep down (a run that another process holds
+comes back with status "busy"). The kind names the trainer:
+"lm" is the training loop; other kinds are registered in `RUN_KINDS` as "module:function" with the
+signature `fn(cfg_dict, workdir, run_id, threads) -> dict`, and write their record into the run folder
+as the training loop's file recorder does, so that the driver ingests every kind the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+from pathlib import Path
+
+from scalelab.errors import RunBusy
+
+RUN_KINDS: dict[str, str] = {
+    "pm": "scalelab.align.pm_run:pm_worker",
+}
+
+
+def _probe_evals(cfg, workdir: Path) -> list:
+    """The mechanism probes as an evaluation callback of the training loop."""
+    from scalelab.data.batches import eval_windows
+    from scalelab.data.shards import prepare_shards
+    from scalelab.evals.probes import make_probe_eval
+
+    shards = prepare_shards(cfg.data, workdir / "cache", progress=False)
+    heldout = eval_windows(shards.tokens("val"), cfg.model.block_size, 8, 8, cfg.train.seed)  # 64 windows
+    return [make_probe_eval(shards.tokenizer, heldout=heldout, seed=cfg.train.seed)]
+
+
+def _train_lm(cfg_dict: dict, workdir: str, run_id: str, threads: int | None, probes: bool) -> dict:
+    import torch
+
+    from scalelab.config import RunConfig
+    from scalelab.train.loop import train
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = RunConfig.model_validate(cfg_dict)
+    extra = _probe_evals(cfg, Path(workdir)) if probes else None
+    return train(cfg, Path(workdir), run_id=run_id, record="files", progress=False, extra_evals=extra)
+
+
+def run_worker(kind: str, cfg_dict: dict, workdir: str, run_id: str, threads: int | None,
+               probes: bool = False) -> dict:  # fmt: skip
+    """Train one run of any kind; never raises."""
+    try:
+        if kind == "lm":
+            return _train_lm(cfg_dict, workdir, run_id, threads, probes)
+        if kind not in RUN_KINDS:
+            raise ValueError(f"unknown run kind {kind!r}; known: lm, {', '.join(RUN_KINDS)}")
+        module, fn = RUN_KINDS[kind].split(":")
+        return getattr(importlib.import_module(module), fn)(cfg_dict, workdir, run_id, threads)
+    except RunBusy as e:  # another process took the run between planning and now: its run, not a failure
+        return {"run_id": run_id, "status": "busy", "error": str(e)}
+    except BaseException as e:  # a failed run must not take the sweep down
+        return {"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(limit=6)}  # fmt: skip
+
