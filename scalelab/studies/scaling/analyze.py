@@ -126,7 +126,7 @@ def _forecast(n_pow: np.ndarray, n_ch: np.ndarray, d: np.ndarray, c: np.ndarray,
               curves: list, a: Analysis, noise_sd: float | None) -> dict:
     """Fit on runs with <= 1/ratio of the largest run's FLOPs; predict the largest run(s)."""
     test = c >= c.max() * (1 - 1e-9)
-    train = c <= c.max() / a.forecast_compute_ratio
+    train = c <= c.max() / a.forecast_compute_ratio * (1 + 1e-9)  # exactly 1/ratio counts
     if train.sum() < 4:
         raise UserError(f"only {int(train.sum())} runs have at most 1/{a.forecast_compute_ratio:g} of the largest "
                         "run's compute; a forecast needs at least 4: add smaller runs")  # fmt: skip
