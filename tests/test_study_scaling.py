@@ -110,3 +110,11 @@ def test_study_runs_then_resumes_without_repeating(tmp_path: Path) -> None:
     again = run_study("scaling", str(preset), workdir=tmp_path / "w", progress=False)
     assert again["ran"] == 0 and again["skipped"] == 5
     assert again["results"]["fits"]["forecast"]["rel_error"] == fits["forecast"]["rel_error"]
+
+
+def test_each_law_uses_its_papers_n_by_default() -> None:
+    # Issue 15 (IsoFLOP tokens): Kaplan's L(N) on non-embedding N, Hoffmann's L(N, D) on total N.
+    a = Config().analysis
+    assert (a.power_params, a.chinchilla_params) == ("nonembed", "total")
+    _, cfg = load_study_config("scaling", "quick", ["analysis.chinchilla_params=nonembed"])
+    assert cfg.analysis.chinchilla_params == "nonembed"
