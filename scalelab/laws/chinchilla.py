@@ -179,6 +179,8 @@ def fit_chinchilla(
         The fit with the lowest summed Huber loss.
     """
     n, d, y = check_chinchilla_data(N, D, loss)
+    order = np.lexsort((y, d, n))  # the optimum of a flat objective must not depend on the row order
+    n, d, y = n[order], d[order], y[order]
     starts = chinchilla_grid() if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
     obj = chinchilla_objective(n, d, y, delta=delta)
     res = multistart_minimize(obj, starts, fun_single=obj.single, screen_iter=screen_iter,

@@ -109,6 +109,8 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, delta: float = HUBER_DELTA,
         grid: (S, 3) normalised starts (a', e, alpha); default `power_grid(y)` (125 starts).
     """
     xa, ya = check_power_data(x, y)
+    order = np.lexsort((ya, xa))  # the optimum of a flat objective must not depend on the row order
+    xa, ya = xa[order], ya[order]
     x_ref = float(np.exp(np.mean(np.log(xa))))
     starts = power_grid(ya) if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
     obj = power_objective(xa, ya, x_ref, delta=delta)
