@@ -100,10 +100,11 @@ def _noise(n: np.ndarray, d: np.ndarray, y: np.ndarray) -> tuple[float | None, s
 
 
 def _power(x: np.ndarray, y: np.ndarray, a: Analysis) -> dict:
-    fit = laws.fit_power_law(x, y)
-    out = fit.to_dict()
+    fit = laws.fit_power_law(x, y, delta=a.huber_delta)
+    out = fit.to_dict() | {"huber_delta": a.huber_delta}
     if a.bootstrap:
-        boot = laws.bootstrap_power_law(x, y, n_boot=a.bootstrap, seed=a.seed, fit=fit, level=a.level)
+        boot = laws.bootstrap_power_law(x, y, n_boot=a.bootstrap, seed=a.seed, fit=fit, level=a.level,
+                                        delta=a.huber_delta)
         out |= {"ci": {k: list(v) for k, v in boot.ci.items()},
                 "samples": {k: np.asarray(v)[:200].tolist() for k, v in boot.samples.items()}}
     return out
@@ -114,10 +115,11 @@ def _frontier(curves: list) -> dict:
 
 
 def _chinchilla(n: np.ndarray, d: np.ndarray, y: np.ndarray, a: Analysis) -> dict:
-    fit = laws.fit_chinchilla(n, d, y)
-    out = fit.to_dict() | {"N": a.chinchilla_params}
+    fit = laws.fit_chinchilla(n, d, y, delta=a.huber_delta)
+    out = fit.to_dict() | {"N": a.chinchilla_params, "huber_delta": a.huber_delta}
     if a.bootstrap:
-        boot = laws.bootstrap_chinchilla(n, d, y, n_boot=a.bootstrap, seed=a.seed, fit=fit, level=a.level)
+        boot = laws.bootstrap_chinchilla(n, d, y, n_boot=a.bootstrap, seed=a.seed, fit=fit, level=a.level,
+                                         delta=a.huber_delta)
         out["ci"] = {k: list(v) for k, v in boot.ci.items() if k != "objective"}
     return out
 
@@ -132,7 +134,8 @@ def _forecast(n_pow: np.ndarray, n_ch: np.ndarray, d: np.ndarray, c: np.ndarray,
                         "run's compute; a forecast needs at least 4: add smaller runs")  # fmt: skip
     use = train | test
     n_test = int(test.sum())
-    kw = {"n_boot": max(a.bootstrap, 20), "seed": a.seed, "level": a.level, "noise_sd": noise_sd}
+    kw = {"n_boot": max(a.bootstrap, 20), "seed": a.seed, "level": a.level, "noise_sd": noise_sd,
+          "delta": a.huber_delta}
     if a.forecast_law == "power_N":
         fc = laws.forecast_power_law(n_pow[use], y[use], holdout=n_test, holdout_by=c[use], **kw)
         extra = {"law": "L(N) = E + A N^-alpha", "N": a.power_params}

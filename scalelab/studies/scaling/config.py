@@ -21,6 +21,10 @@ class Analysis(_Strict):
     """The law that forecasts the largest run: L(N), the compute frontier L(C), or L(N, D)."""
     forecast_compute_ratio: float = Field(4.0, ge=1.0)
     """The forecast is fitted only on runs with at most 1/ratio of the held-out run's FLOPs."""
+    huber_delta: float = Field(1e-3, gt=0.0)
+    """Huber threshold on log-loss residuals (Hoffmann et al. 2022: 1e-3). With residuals well above it
+    (small runs, ~1% seed noise) the objective is nearly L1 and flat along the E-A-alpha ridge, so the
+    point estimate wanders; a threshold above the noise (e.g. 0.02) makes it least squares for inliers."""
     bootstrap: int = Field(200, ge=0)
     """Bootstrap refits behind every interval (0: no intervals)."""
     level: float = Field(0.95, gt=0.0, lt=1.0)
