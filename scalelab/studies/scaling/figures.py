@@ -54,11 +54,12 @@ def figures(res: dict, store: RunStore) -> list:
     figs.append(fig)
     pts = res.get("points")
     if pts and res.get("fits", {}).get("power_N"):
-        figs.append(_law_figure(res, np.array(pts["N"]), np.array(pts["loss"])))
+        at_d = np.array(pts["D"]) >= res["fits"]["power_N"]["D"] * (1 - 1e-9)
+        figs.append(_law_figure(res, np.array(pts["N"]), np.array(pts["loss"]), at_d))
     return figs
 
 
-def _law_figure(res: dict, x: np.ndarray, y: np.ndarray):
+def _law_figure(res: dict, x: np.ndarray, y: np.ndarray, at_d: np.ndarray):
     import matplotlib.pyplot as plt
 
     law = res["fits"]["power_N"]
@@ -71,7 +72,7 @@ def _law_figure(res: dict, x: np.ndarray, y: np.ndarray):
         E, A, alpha = (np.asarray(samples[k])[:, None] for k in ("E", "A", "alpha"))
         lo, hi = np.nanpercentile(E + A * grid[None, :] ** (-alpha), [2.5, 97.5], axis=0)
         ax.fill_between(grid, lo, hi, color="gray", alpha=0.25, label="95% bootstrap band")
-    ax.scatter(x, y, zorder=3, label="runs")
+    ax.scatter(x[at_d], y[at_d], zorder=3, label="runs at this D")
     fc = res["fits"].get("forecast")
     if fc and fc.get("N") == law.get("N"):
         ids = res["points"]["ids"]
