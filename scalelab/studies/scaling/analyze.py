@@ -57,9 +57,12 @@ def analyze_group(store: RunStore, group: str, analysis: Analysis, seeds: int = 
     res["noise"] = {"sd_log_loss": noise_sd, "source": noise_source, "seeds": seeds}
     res["notes"].append(ONE_SEED_NOTE if noise_sd is None else SEEDS_NOTE.format(sd=noise_sd))
     fits = res["fits"]
-    at_d = d >= d.max() * (1 - 1e-9)  # L(N) at one D: with several budgets, the runs at the largest
+    # L(N) at one D (or one D per N, e.g. a fixed token ratio); a design that varies D at a given N
+    # is sliced at its largest D, so that the data term stays constant along the fit
+    several_d = any(len(np.unique(d[n_pow == v])) > 1 for v in np.unique(n_pow))
+    at_d = d >= d.max() * (1 - 1e-9) if several_d else np.ones(len(d), dtype=bool)
     _try(res, "L(N)", lambda: fits.__setitem__("power_N", _power(n_pow[at_d], y[at_d], analysis) | {
-        "N": analysis.power_params, "D": float(d.max()), "n_runs": int(at_d.sum())}))
+        "N": analysis.power_params, "D": float(d[at_d].min()) if several_d else None, "n_runs": int(at_d.sum())}))
     _try(res, "compute frontier", lambda: fits.__setitem__("compute_frontier", _frontier(curve_list)))
     varied_d = len(np.unique(d)) >= 3 and len({(a, b) for a, b in zip(n_ch, d)}) > len(np.unique(n_ch))
     if varied_d and len(done) >= 8:
@@ -170,8 +173,9 @@ def summary(res: dict) -> str:
     if p:
         ci = p.get("ci", {}).get("alpha")
         band = f" (alpha {100 * 0.95:.0f}% CI [{ci[0]:.3f}, {ci[1]:.3f}])" if ci else ""
+        where = f"at D = {p['D']:.3g} tokens" if p.get("D") else "(one D per N)"
         lines.append(f"L(N) = {p['E']:.3f} + {p['A']:.3g} N^-{p['alpha']:.3f}{band}, N = {p['N']} parameters, "
-                     f"on the {p['n_runs']} runs at D = {p['D']:.3g} tokens.")
+                     f"on the {p['n_runs']} runs {where}.")
     f = fits.get("compute_frontier")
     if f:
         lines.append(f"Compute frontier L(C) = {f['E']:.3f} + {f['A']:.3g} C^-{f['alpha']:.3f} "

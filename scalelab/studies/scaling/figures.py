@@ -54,7 +54,8 @@ def figures(res: dict, store: RunStore) -> list:
     figs.append(fig)
     pts = res.get("points")
     if pts and res.get("fits", {}).get("power_N"):
-        at_d = np.array(pts["D"]) >= res["fits"]["power_N"]["D"] * (1 - 1e-9)
+        d_fit = res["fits"]["power_N"].get("D")
+        at_d = np.array(pts["D"]) >= d_fit * (1 - 1e-9) if d_fit else np.ones(len(pts["D"]), dtype=bool)
         figs.append(_law_figure(res, np.array(pts["N"]), np.array(pts["loss"]), at_d))
     return figs
 
