@@ -118,3 +118,13 @@ def test_each_law_uses_its_papers_n_by_default() -> None:
     assert (a.power_params, a.chinchilla_params) == ("nonembed", "total")
     _, cfg = load_study_config("scaling", "quick", ["analysis.chinchilla_params=nonembed"])
     assert cfg.analysis.chinchilla_params == "nonembed"
+
+
+@pytest.mark.parametrize("law", ["frontier", "chinchilla"])
+def test_other_forecast_laws_run_or_say_why_not(tmp_path: Path, law: str) -> None:
+    res = analyze(_fake_store(tmp_path), Config(name="g", analysis=Analysis(bootstrap=0, forecast_law=law)))
+    fc = res["fits"].get("forecast")
+    if law == "frontier":
+        assert fc["law"].startswith("frontier") and len(fc["prediction_interval"]) == 1
+    else:  # one D for every run: L(N, D) cannot be identified, and the notes say so
+        assert fc is None and any("forecast not fitted" in n for n in res["notes"])
