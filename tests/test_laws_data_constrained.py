@@ -96,3 +96,14 @@ def test_errors() -> None:
     single = d <= u
     with pytest.raises(UserError, match="no run repeats data"):
         fit_data_constrained(n[single], d[single], u[single], y[single], base=LAW)
+
+
+def test_decay_interval_carries_the_base_laws_uncertainty() -> None:
+    # Issue 15 (b): holding the fitted base law fixed in the bootstrap made R_D*'s interval too narrow.
+    n, d, u, y = _repeated_runs(noise=0.02)
+    fit = fit_data_constrained(n, d, u, y, fit_rn=False, n_boot=30, seed=0)
+    held = fit_data_constrained(n, d, u, y, base=fit.base, fit_rn=False, n_boot=30, seed=0)
+    assert {"E", "alpha", "beta"} <= set(fit.ci) and "refits the base" in fit.ci_note
+    assert "held fixed" in held.ci_note
+    width, held_width = np.diff(fit.ci["R_D_star"])[0], np.diff(held.ci["R_D_star"])[0]
+    assert width > 1.2 * held_width

@@ -53,3 +53,29 @@ def test_forecast_rejects_unknown_axis() -> None:
     n, d, y = synthetic_chinchilla_runs(n_budgets=3, sizes_per_budget=4)
     with pytest.raises(UserError, match="by="):
         forecast_chinchilla(n, d, y, by="D")  # type: ignore[arg-type]
+
+
+def test_forecast_interval_is_a_prediction_interval() -> None:
+    # Issue 15 (c): the interval must include the noise of the held-out observation itself. With
+    # exact training data the refits agree, so only the given noise can widen the interval.
+    x = np.geomspace(1e4, 1e6, 7)
+    y = 1.5 + 30 * x**-0.3
+    fc = forecast_power_law(x, y, holdout=1, n_boot=100, noise_sd=0.02)
+    lo, hi = fc.prediction_interval[0]
+    assert hi - lo > 0.9 * 2 * 1.96 * 0.02 * fc.predicted[0]
+    assert fc.covered[0] and fc.rel_error_ci[0][0] < 0 < fc.rel_error_ci[0][1]
+    assert fc.param_rel_error_ci[0][1] - fc.param_rel_error_ci[0][0] < 0.01
+    assert fc.noise_source == "given" and fc.to_dict()["prediction_interval"][0] == [lo, hi]
+
+
+@pytest.mark.slow
+def test_prediction_interval_covers_noisy_held_out_runs() -> None:
+    rng = np.random.default_rng(0)
+    x = np.geomspace(1e4, 1e6, 8)
+    covered = 0
+    for _ in range(20):
+        y = (1.5 + 30 * x**-0.3) * np.exp(0.02 * rng.standard_normal(x.size))
+        fc = forecast_power_law(x, y, holdout=1, n_boot=100)
+        covered += int(fc.covered[0])
+        assert fc.noise_source == "residuals" and fc.noise_sd > 0
+    assert covered >= 16  # nominal 95%; the refits alone covered about half

@@ -65,3 +65,30 @@ def test_errors_say_what_to_add() -> None:
         parabola_minimum(np.array([1e7, 1e8, 1e8]), np.array([3.0, 2.9, 2.9]), 1e19)
     with pytest.raises(UserError, match="at least 2 compute budgets"):
         fit_isoflop(sizes, 3.0 + np.log(sizes) ** 2 * 0.01, np.full(5, 1e19))
+
+
+def _palm_isoflop_sweep():
+    """A sweep as `sweep.spec.plan` makes it: N non-embedding, D = C / (6 N_total + attention)."""
+    def fpt(n):  # FLOPs per token of a small model: embeddings and attention are not negligible
+        return 6.0 * (n + 3e4) + 4e5
+
+    n_all, d_all, c_all, loss = [], [], [], []
+    for c in np.geomspace(1e12, 1e14, 4):
+        sizes = np.geomspace(1e4, 3e6, 11)
+        d = c / fpt(sizes)
+        n_all += list(sizes)
+        d_all += list(d)
+        c_all += [c] * sizes.size
+        loss += list(1.8 + 40 / sizes**0.35 + 60 / d**0.3)
+    return np.array(n_all), np.array(d_all), np.array(c_all), np.array(loss), fpt
+
+
+def test_isoflop_uses_the_tokens_the_runs_had() -> None:
+    # One C from budget to fit (issue 15, section 1): D_opt is what the runs at N_opt were given,
+    # not C / (6 N_opt), which overstates it here by 1.1x or more.
+    n, d, c, loss, fpt = _palm_isoflop_sweep()
+    fit = fit_isoflop(n, loss, c, tokens=d)
+    for m in fit.minima:
+        assert m.tokens == pytest.approx(m.flops / fpt(m.params), rel=0.03)
+        assert m.flops / (6 * m.params) > 1.1 * m.tokens  # what the old fit reported
+    assert abs(fit.a + fit.b - 1.0) > 0.02  # b is measured, not forced to 1 - a

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scalelab.errors import UserError
+from scalelab.laws.bootstrap import percentile_ci
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,7 @@ def bootstrap_mean_ci(outcomes: np.ndarray, *, n_boot: int = 2000, seed: int = 0
     freq = np.array([(outcomes == 1.0).sum(), (outcomes == 0.5).sum(), (outcomes == 0.0).sum()]) / n
     counts = np.random.default_rng(seed).multinomial(n, freq, size=n_boot)
     means = (counts[:, 0] + 0.5 * counts[:, 1]) / n
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    return percentile_ci(means, level)
 
 
 def pairwise_accuracy(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scalelab.errors import UserError
+from scalelab.laws.bootstrap import percentile_ci
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ def fit_pm_accuracy(
             draws.append(np.linalg.lstsq(x[idx], acc[idx], rcond=None)[0])
     if not draws:
         raise UserError("no bootstrap resample identified all three coefficients; measure more points")
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(np.array(draws), [alpha, 1 - alpha], axis=0)
-    ci = {name: (float(lo[i]), float(hi[i])) for i, name in enumerate("abc")}
+    coefs = np.array(draws)
+    ci = {name: percentile_ci(coefs[:, i], level) for i, name in enumerate("abc")}
     return PMScalingFit(float(coef[0]), float(coef[1]), float(coef[2]), ci, int(n.size), rmse, len(draws),
                         float(n_ref), float(d_ref), float(log_base))

@@ -7,7 +7,13 @@
 - `compute_optimal`: N_opt, D_opt and tokens per parameter at a budget (Hoffmann et al., Eq. 4).
 - `fit_isoflop`: Approach 2, parabola minima of IsoFLOP profiles.
 - `effective_data`, `fit_data_constrained`: repeated-data law of Muennighoff et al. 2023.
-- `forecast_chinchilla`, `forecast_power_law`: fit on small runs, score predictions of large ones.
+- `fit_compute_frontier`: Kaplan's L(C) on the lower envelope of the runs' loss-vs-FLOPs curves.
+- `forecast_chinchilla`, `forecast_power_law`: fit on small runs, score prediction intervals of large ones.
+- `percentile_ci`: the one percentile interval of the code base.
+
+Which N: the laws fit whatever N they are given. `fit_chinchilla` reproduces Hoffmann et al. 2022,
+who count total parameters, and C = 6 N D holds only approximately for small models (embeddings,
+attention): pass the D and C each run actually had (`fit_isoflop(..., tokens=)`).
 """
 
 from scalelab.laws.allocation import (
@@ -24,7 +30,7 @@ from scalelab.laws.bootstrap import (
     BootstrapResult,
     bootstrap_chinchilla,
     bootstrap_power_law,
-    percentile_interval,
+    percentile_ci,
     resample_weights,
 )
 from scalelab.laws.chinchilla import ChinchillaFit, chinchilla_grid, chinchilla_loss, fit_chinchilla
@@ -37,8 +43,9 @@ from scalelab.laws.data_constrained import (
     effective_params,
     fit_data_constrained,
 )
-from scalelab.laws.forecast import Forecast, forecast_chinchilla, forecast_power_law
-from scalelab.laws.inversion import effective_size, invert_power_law, parametric_bootstrap_power_law  # noqa: F401 (re-exports)
+from scalelab.laws.forecast import Forecast, forecast_chinchilla, forecast_power_law, residual_noise_sd
+from scalelab.laws.frontier import FrontierFit, compute_frontier, fit_compute_frontier
+from scalelab.laws.inversion import effective_size, invert_power_law, parametric_bootstrap_power_law
 from scalelab.laws.isoflop import IsoFlopFit, IsoFlopMinimum, fit_isoflop
 from scalelab.laws.objective import HUBER_DELTA
 from scalelab.laws.power import PowerLawFit, fit_power_law, power_law
@@ -52,6 +59,7 @@ __all__ = [
     "ChinchillaFit",
     "DataConstrainedFit",
     "Forecast",
+    "FrontierFit",
     "IsoFlopFit",
     "IsoFlopMinimum",
     "PowerLawFit",
@@ -61,21 +69,27 @@ __all__ = [
     "bootstrap_power_law",
     "chinchilla_grid",
     "chinchilla_loss",
+    "compute_frontier",
     "compute_optimal",
     "data_constrained_loss",
+    "effective_size",
     "effective_data",
     "effective_params",
     "fit_chinchilla",
+    "fit_compute_frontier",
     "fit_data_constrained",
     "fit_isoflop",
     "fit_power_law",
+    "invert_power_law",
+    "parametric_bootstrap_power_law",
     "forecast_chinchilla",
     "forecast_power_law",
     "optimal_params",
     "optimal_tokens",
     "params_for_tokens",
-    "percentile_interval",
+    "percentile_ci",
     "power_law",
     "resample_weights",
+    "residual_noise_sd",
     "tokens_per_param",
 ]

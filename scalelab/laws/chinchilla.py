@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scalelab.errors import UserError
 from scalelab.laws.allocation import allocation_coefficient, allocation_exponents
-from scalelab.laws.multistart import multistart_minimize
+from scalelab.laws.multistart import multistart_minimize, refit_candidates
 from scalelab.laws.objective import HUBER_DELTA, LogSumExpHuber
-from scalelab.laws.validate import enough_points, positive_finite, same_length
+from scalelab.laws.validate import distinct_values, enough_points, positive_finite, same_length, varying_loss
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
 N_PARAMS = 5
@@ -66,8 +67,9 @@ class ChinchillaFit:
         E, A, B, alpha, beta: the law (Hoffmann et al. 2022, Eq. 2).
         n_points: number of (N, D, loss) points fitted.
         objective: summed Huber loss at the optimum.
-        best_starts: (k, 5) grid initialisations whose runs ended lowest, best first; bootstrap
-            refits start from these.
+        best_starts: (k, 5) grid initialisations whose runs ended lowest, best first.
+        candidates: (S, 5) points bootstrap refits screen for their starts: the grid and the
+            survivors' end points (see `bootstrap.py`).
     """
 
     E: float
@@ -78,6 +80,7 @@ class ChinchillaFit:
     n_points: int
     objective: float
     best_starts: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 5)))
+    candidates: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 5)))
 
     @classmethod
     def from_theta(cls, theta: np.ndarray, n_points: int, objective: float, **kw: object) -> ChinchillaFit:
@@ -128,6 +131,17 @@ def check_chinchilla_data(
     y = positive_finite(names[2], loss, first_line=first_line)
     count = same_length(**{names[0]: n, names[1]: d, names[2]: y})
     enough_points(count, N_PARAMS, "Chinchilla")
+    for name, values in ((names[0], n), (names[1], d)):  # E + A/N^alpha (or B/D^beta) needs 3 distinct values
+        distinct_values(name, values, 3, "Chinchilla",
+                        "its power-law term in it has a scale, an exponent and the shared constant E")
+    varying_loss(names[2], y, "Chinchilla")
+    slope, intercept = np.polyfit(np.log(n), np.log(d), 1)
+    if np.max(np.abs(np.log(d) - slope * np.log(n) - intercept)) < 1e-6:
+        raise UserError(
+            f"{names[1]} is a fixed power of {names[0]} in every run (e.g. a fixed tokens-per-parameter "
+            f"sweep), so A/{names[0]}^alpha and B/{names[1]}^beta cannot be told apart: add runs that vary "
+            f"{names[1]} at a fixed {names[0]} (or fit a power law in {names[0]} instead)"
+        )
     return n, d, y
 
 
@@ -165,10 +179,14 @@ def fit_chinchilla(
         The fit with the lowest summed Huber loss.
     """
     n, d, y = check_chinchilla_data(N, D, loss)
+    order = np.lexsort((y, d, n))  # the optimum of a flat objective must not depend on the row order
+    n, d, y = n[order], d[order], y[order]
     starts = chinchilla_grid() if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
     obj = chinchilla_objective(n, d, y, delta=delta)
     res = multistart_minimize(obj, starts, fun_single=obj.single, screen_iter=screen_iter,
                               n_survivors=n_survivors, n_polish=n_polish)
     ranked = np.argsort(res.all_fun, kind="stable")
     ranked = ranked[np.isfinite(res.all_fun[ranked])][:N_BEST_STARTS]
-    return ChinchillaFit.from_theta(res.x, n_points=len(y), objective=res.fun, best_starts=starts[ranked])
+    return ChinchillaFit.from_theta(res.x, n_points=len(y), objective=res.fun, best_starts=starts[ranked],
+                                    candidates=refit_candidates(starts, res))
+

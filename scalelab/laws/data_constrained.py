@@ -14,6 +14,11 @@ Our fitting choice follows the paper's two stages: E, A, B, alpha, beta are fitt
 single-epoch runs (D <= U) with Approach 3 (or passed in), then held fixed while R_D* (and
 optionally R_N*) are fitted on all runs with the same summed Huber loss on log L. Holding them
 keeps the decay constants from trading off against alpha and beta when few repeated runs exist.
+The intervals do not hold it: each bootstrap resample refits the base law on its own single-epoch
+runs (from a screen of the full grid, `bootstrap.refit_resamples`) before refitting the decay
+constants, so the uncertainty of E, A, B, alpha and beta flows into R_D* and R_N*. A base passed
+in by the caller is held fixed in the intervals too (it carries no data to resample); `ci_note`
+says which was done.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.laws.allocation import params_for_tokens
-from scalelab.laws.bootstrap import percentile_interval, resample_weights
+from scalelab.laws.bootstrap import percentile_ci, refit_resamples, resample_weights
 from scalelab.laws.chinchilla import ChinchillaFit, fit_chinchilla
 from scalelab.laws.objective import HUBER_DELTA, huber
 from scalelab.laws.validate import enough_points, positive_finite, same_length
@@ -87,6 +92,7 @@ class DataConstrainedFit:
     n_points: int
     objective: float
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ci_note: str = ""
 
     def predict(self, params: np.ndarray | float, tokens: np.ndarray | float,
                 unique_tokens: np.ndarray | float) -> np.ndarray:
@@ -97,7 +103,7 @@ class DataConstrainedFit:
         """Plain numbers for JSON."""
         return {"R_D_star": self.r_d_star, "R_N_star": self.r_n_star, "n_points": self.n_points,
                 "objective": self.objective, "base": self.base.to_dict(),
-                "ci": {k: list(v) for k, v in self.ci.items()}}
+                "ci": {k: list(v) for k, v in self.ci.items()}, "ci_note": self.ci_note}
 
 
 def _fit_decay(base: ChinchillaFit, n: np.ndarray, d: np.ndarray, u: np.ndarray, y: np.ndarray,
@@ -141,16 +147,18 @@ def fit_data_constrained(
         params, tokens, unique_tokens, loss: one entry per run (N, D total tokens, U unique tokens).
         base: Chinchilla law to hold fixed; default: `fit_chinchilla` on the single-epoch runs.
         fit_rn: also fit R_N*; if False, excess parameters keep full value (R_N* = inf).
-        n_boot: if > 0, resample runs, refit the decay constants (base held), and report
-            percentile intervals at `level` in `ci`.
+        n_boot: if > 0, resample runs, refit the base law on each resample's single-epoch runs
+            (unless `base` was given) and then the decay constants, and report percentile
+            intervals at `level` in `ci` (R_D_star, R_N_star, and the base's E, A, B, alpha, beta).
     """
     n = positive_finite("params", params)
     d = positive_finite("tokens", tokens)
     u = positive_finite("unique_tokens", unique_tokens)
     y = positive_finite("loss", loss)
     count = same_length(params=n, tokens=d, unique_tokens=u, loss=y)
+    base_given = base is not None
+    single = d <= u
     if base is None:
-        single = d <= u
         if single.sum() < 6:
             raise UserError(
                 f"only {int(single.sum())} runs see each token at most once (tokens <= unique_tokens); "
@@ -165,9 +173,27 @@ def fit_data_constrained(
     r_d, r_n, obj = _fit_decay(base, n, d, u, y, np.ones(count), fit_rn, delta)
     fit = DataConstrainedFit(base=base, r_d_star=r_d, r_n_star=r_n, n_points=count, objective=obj)
     if n_boot > 0:
-        draws = np.array([_fit_decay(base, n, d, u, y, w, fit_rn, delta)[:2]
-                          for w in resample_weights(count, n_boot, seed)])
-        fit.ci = {"R_D_star": percentile_interval(draws[:, 0], level)}
+        weights = resample_weights(count, n_boot, seed)
+        if base_given:
+            bases = [base] * n_boot
+            fit.ci_note = "the base law was given, so it is held fixed in the intervals"
+        else:
+            bases = _refit_bases(base, n[single], d[single], y[single], weights[:, single], delta)
+            fit.ci_note = "each resample refits the base law on its single-epoch runs, then the decay"
+            for key in ("E", "A", "B", "alpha", "beta"):
+                fit.ci[key] = percentile_ci(np.array([getattr(b, key) for b in bases]), level)
+        draws = np.array([_fit_decay(b, n, d, u, y, w, fit_rn, delta)[:2] for b, w in zip(bases, weights)])
+        fit.ci["R_D_star"] = percentile_ci(draws[:, 0], level)
         if fit_rn:
-            fit.ci["R_N_star"] = percentile_interval(draws[:, 1], level)
+            fit.ci["R_N_star"] = percentile_ci(draws[:, 1], level)
     return fit
+
+
+def _refit_bases(base: ChinchillaFit, n: np.ndarray, d: np.ndarray, y: np.ndarray, weights: np.ndarray,
+                 delta: float) -> list[ChinchillaFit]:
+    """The Chinchilla base refitted on each row of single-epoch point weights (bootstrap.py)."""
+    log_x = np.stack([np.log(n), np.log(d)])
+    candidates = base.candidates if len(base.candidates) else base.theta[None]
+    theta, f = refit_resamples(log_x, np.log(y), weights, candidates, always=base.best_starts[:8], delta=delta)
+    return [ChinchillaFit.from_theta(t, n_points=int(w.sum()), objective=float(fv))
+            for t, w, fv in zip(theta, weights, f)]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from scalelab.errors import UserError
-from scalelab.laws.bootstrap import BootstrapResult, percentile_interval
+from scalelab.laws.bootstrap import BootstrapResult, percentile_ci
 from scalelab.laws.power import PowerLawFit, check_power_data, fit_power_law
 
 
@@ -63,7 +63,7 @@ def parametric_bootstrap_power_law(
         rows.append((f.E, f.A, f.alpha))
     arr = np.array(rows, dtype=float).reshape(-1, 3)
     samples = {"E": arr[:, 0], "A": arr[:, 1], "alpha": arr[:, 2]}
-    ci = {k: percentile_interval(v, level) for k, v in samples.items()}
+    ci = {k: percentile_ci(v, level) for k, v in samples.items()}
     point = {"E": fit.E, "A": fit.A, "alpha": fit.alpha}
     return BootstrapResult(point=point, samples=samples, ci=ci, level=level, n_boot=n_boot, seed=seed)
 
@@ -91,6 +91,6 @@ def effective_size(
     with np.errstate(divide="ignore"):
         k_b = N / n_eff_b
     k = N / n_eff if n_eff > 0 else float("nan")
-    return {"N_eff": n_eff, "N_eff_ci": list(percentile_interval(n_eff_b, level)), "k": float(k),
-            "k_ci": list(percentile_interval(k_b, level)),
+    return {"N_eff": n_eff, "N_eff_ci": list(percentile_ci(n_eff_b, level)), "k": float(k),
+            "k_ci": list(percentile_ci(k_b, level)),
             "extrapolated": bool(not (n_range[0] <= n_eff <= n_range[1]))}  # fmt: skip

@@ -2,9 +2,16 @@
 
 Hoffmann et al. 2022, Section 3.2: train several model sizes at each of a few fixed FLOP budgets,
 fit a parabola to final loss against log N for each budget, and take its minimum as the
-compute-optimal N for that budget (D_opt = C / (6 N_opt)). Then fit power laws N_opt = k_N C^a and
-D_opt = k_D C^b across budgets by least squares in log-log space (their Table 2 reports a = 0.49,
-b = 0.51). Intervals come from resampling the runs within each budget and redoing both steps.
+compute-optimal N for that budget. Then fit power laws N_opt = k_N C^a and D_opt = k_D C^b across
+budgets by least squares in log-log space (their Table 2 reports a = 0.49, b = 0.51). Intervals
+come from resampling the runs within each budget and redoing both steps.
+
+One definition of C from the budget to the fit: a sweep that sets D = C / (FLOPs per token) with
+the PaLM count (6 N + 12 L H Q T) trains each run on D tokens for which C = 6 N D does not hold,
+least of all with non-embedding N (for small models it is off by 1.1x to 2.9x). Pass the `tokens`
+each run actually had: D_opt is then read off the profile itself (log D is interpolated linearly
+in log N at N_opt), and b is measured, not forced to 1 - a. Without `tokens`, D = C / (6 N) is
+assumed, which is right only if C was counted as 6 N D with the same N.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.laws.allocation import FLOPS_PER_PARAM_TOKEN
-from scalelab.laws.bootstrap import percentile_interval
+from scalelab.laws.bootstrap import percentile_ci
 from scalelab.laws.validate import positive_finite, same_length
 
 
@@ -71,8 +78,12 @@ def group_budgets(flops: np.ndarray, rtol: float = 0.05) -> np.ndarray:
     return labels
 
 
-def parabola_minimum(params: np.ndarray, loss: np.ndarray, flops: float) -> IsoFlopMinimum:
-    """Fit loss = c2 (log N)^2 + c1 log N + c0 and return the minimum (Hoffmann et al. 2022, Sec. 3.2)."""
+def parabola_minimum(params: np.ndarray, loss: np.ndarray, flops: float,
+                     tokens: np.ndarray | None = None) -> IsoFlopMinimum:
+    """Fit loss = c2 (log N)^2 + c1 log N + c0 and return the minimum (Hoffmann et al. 2022, Sec. 3.2).
+
+    D_opt: interpolated in the profile's own (log N, log D) if `tokens` are given, else C / (6 N_opt).
+    """
     x = np.log(np.asarray(params, dtype=float))
     if np.unique(x).size < 3:
         raise UserError(
@@ -87,9 +98,27 @@ def parabola_minimum(params: np.ndarray, loss: np.ndarray, flops: float) -> IsoF
         )
     x_min = -c1 / (2.0 * c2)
     n_opt = float(np.exp(x_min))
-    tokens = float(flops / (FLOPS_PER_PARAM_TOKEN * n_opt))
-    return IsoFlopMinimum(flops=float(flops), params=n_opt, tokens=tokens,
+    if tokens is None:
+        d_opt = float(flops / (FLOPS_PER_PARAM_TOKEN * n_opt))
+    else:
+        d_opt = float(np.exp(_interpolate(x, np.log(np.asarray(tokens, dtype=float)), x_min)))
+    return IsoFlopMinimum(flops=float(flops), params=n_opt, tokens=d_opt,
                           loss=float(c0 - c1 * c1 / (4.0 * c2)), curvature=float(c2), n_runs=len(x))
+
+
+def _interpolate(x: np.ndarray, y: np.ndarray, at: float) -> float:
+    """Piecewise-linear y(at) through the points sorted by x, extended along the end segments.
+
+    At a fixed C, log D = log C - log FLOPs-per-token(N) bends in log N (embeddings and attention
+    weigh more in small models), so D_opt comes from the neighbouring runs, not a global line.
+    """
+    ux, idx = np.unique(x, return_index=True)
+    uy = y[idx]
+    if ux.size == 1:
+        return float(uy[0])
+    i = int(np.clip(np.searchsorted(ux, at) - 1, 0, ux.size - 2))
+    t = (at - ux[i]) / (ux[i + 1] - ux[i])
+    return float(uy[i] + t * (uy[i + 1] - uy[i]))
 
 
 def _power_fit(c: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -109,6 +138,7 @@ def fit_isoflop(
     params: np.ndarray,
     loss: np.ndarray,
     flops: np.ndarray,
+    tokens: np.ndarray | None = None,
     *,
     rtol: float = 0.05,
     n_boot: int = 0,
@@ -120,20 +150,30 @@ def fit_isoflop(
     Args:
         params, loss, flops: one entry per run; runs within `rtol` of each other's budget form one
             IsoFLOP profile (the budget is their geometric mean).
+        tokens: the tokens each run trained on (recommended; see the module docstring). Without
+            them D_opt = C / (6 N_opt), right only if `flops` were counted as 6 N D with this N.
         n_boot: if > 0, resample runs within each profile, redo the fits, and report percentile
             intervals at `level` in `ci`.
     """
     n = positive_finite("params", params)
     y = positive_finite("loss", loss)
     c = positive_finite("flops", flops)
-    same_length(params=n, loss=y, flops=c)
+    d = None if tokens is None else positive_finite("tokens", tokens)
+    if d is None:
+        same_length(params=n, loss=y, flops=c)
+    else:
+        same_length(params=n, loss=y, flops=c, tokens=d)
     labels = group_budgets(c, rtol)
     groups = [np.flatnonzero(labels == g) for g in range(labels.max() + 1)]
     if len(groups) < 2:
         raise UserError("IsoFLOP fitting needs at least 2 compute budgets to fit N_opt ∝ C^a; add runs "
                         "at another budget")
     budgets = [float(np.exp(np.mean(np.log(c[g])))) for g in groups]
-    minima = [parabola_minimum(n[g], y[g], cb) for g, cb in zip(groups, budgets, strict=True)]
+
+    def minimum(idx: np.ndarray, budget: float) -> IsoFlopMinimum:
+        return parabola_minimum(n[idx], y[idx], budget, None if d is None else d[idx])
+
+    minima = [minimum(g, cb) for g, cb in zip(groups, budgets, strict=True)]
     a, b, k_n, k_d = _fit_minima(minima)
     fit = IsoFlopFit(minima=minima, a=a, b=b, params_coef=k_n, tokens_coef=k_d)
     if n_boot > 0:
@@ -141,13 +181,13 @@ def fit_isoflop(
         draws = []
         for _ in range(n_boot):
             try:
-                boot = [parabola_minimum(n[s], y[s], cb) for g, cb in zip(groups, budgets, strict=True)
+                boot = [minimum(s, cb) for g, cb in zip(groups, budgets, strict=True)
                         for s in [rng.choice(g, size=len(g))]]
             except UserError:  # a resample can lose the valley; count it as missing
                 draws.append((np.nan,) * 4)
                 continue
             draws.append(_fit_minima(boot))
         arr = np.array(draws)
-        fit.ci = {k: percentile_interval(arr[:, i], level)
+        fit.ci = {k: percentile_ci(arr[:, i], level)
                   for i, k in enumerate(("a", "b", "params_coef", "tokens_coef"))}
     return fit

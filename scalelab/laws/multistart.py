@@ -248,3 +248,10 @@ def multistart_minimize(
                 x_best, f_best = x, fx
     n_evals = getattr(fun, "n_evals", 0) - n_before
     return MultiStartResult(x=x_best, fun=f_best, all_x=all_x, all_fun=all_fun, n_evals=n_evals)
+
+
+def refit_candidates(starts: np.ndarray, res: MultiStartResult) -> np.ndarray:
+    """(S', P) finite points where refits of resampled data may begin: the grid starts, the
+    survivors' end points and the best optimum."""
+    out = np.concatenate([starts, res.all_x, res.x[None]])
+    return out[np.all(np.isfinite(out), axis=1)]

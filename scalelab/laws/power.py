@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scalelab.laws.multistart import multistart_minimize
+from scalelab.laws.multistart import multistart_minimize, refit_candidates
 from scalelab.laws.objective import HUBER_DELTA, LogSumExpHuber
-from scalelab.laws.validate import enough_points, positive_finite, same_length
+from scalelab.laws.validate import distinct_values, enough_points, positive_finite, same_length, varying_loss
 
 N_PARAMS = 3
 ALPHA_STARTS = (0.05, 0.25, 0.5, 1.0, 2.0)
@@ -40,7 +40,8 @@ class PowerLawFit:
         n_points: number of points fitted.
         objective: summed Huber loss at the optimum.
         x_ref: geometric mean of x; the fit ran on x / x_ref.
-        best_starts: (k, 3) normalised starts (a', e, alpha) whose runs ended lowest, for bootstrap.
+        best_starts: (k, 3) normalised starts (a', e, alpha) whose runs ended lowest.
+        candidates: (S, 3) normalised points bootstrap refits may start from (grid and end points).
     """
 
     E: float
@@ -50,6 +51,7 @@ class PowerLawFit:
     objective: float
     x_ref: float = 1.0
     best_starts: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 3)))
+    candidates: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty((0, 3)))
 
     @classmethod
     def from_theta(cls, theta: np.ndarray, x_ref: float, n_points: int, objective: float,
@@ -75,6 +77,8 @@ def check_power_data(x: object, y: object, *, names: tuple[str, str] = ("x", "y"
     xa = positive_finite(names[0], x, first_line=first_line)
     ya = positive_finite(names[1], y, first_line=first_line)
     enough_points(same_length(**{names[0]: xa, names[1]: ya}), N_PARAMS, "saturating power")
+    distinct_values(names[0], xa, N_PARAMS, "saturating power", "E, A and alpha need three distinct x")
+    varying_loss(names[1], ya, "saturating power")
     return xa, ya
 
 
@@ -105,6 +109,8 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, delta: float = HUBER_DELTA,
         grid: (S, 3) normalised starts (a', e, alpha); default `power_grid(y)` (125 starts).
     """
     xa, ya = check_power_data(x, y)
+    order = np.lexsort((ya, xa))  # the optimum of a flat objective must not depend on the row order
+    xa, ya = xa[order], ya[order]
     x_ref = float(np.exp(np.mean(np.log(xa))))
     starts = power_grid(ya) if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
     obj = power_objective(xa, ya, x_ref, delta=delta)
@@ -112,4 +118,4 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, delta: float = HUBER_DELTA,
     ranked = np.argsort(res.all_fun, kind="stable")
     ranked = ranked[np.isfinite(res.all_fun[ranked])][:16]
     return PowerLawFit.from_theta(res.x, x_ref, n_points=len(ya), objective=res.fun,
-                                  best_starts=starts[ranked])
+                                  best_starts=starts[ranked], candidates=refit_candidates(starts, res))

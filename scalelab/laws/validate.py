@@ -51,6 +51,31 @@ def enough_points(n_points: int, n_params: int, law: str) -> None:
         )
 
 
+def distinct_values(name: str, values: np.ndarray, needed: int, law: str, why: str) -> None:
+    """UserError unless `values` take at least `needed` distinct values (rtol 1e-9).
+
+    A law cannot be identified from a design that does not vary what it explains: with one N,
+    A and alpha trade off freely (a constant N once gave alpha = 2.16, A = 6e10 with exit 0).
+    """
+    v = np.sort(np.asarray(values, dtype=float))
+    distinct = 1 + int(np.sum(np.diff(v) > 1e-9 * np.abs(v[1:]))) if v.size else 0
+    if distinct < needed:
+        raise UserError(
+            f"{name} takes only {distinct} distinct value{'s' if distinct != 1 else ''}, so the {law} law "
+            f"cannot be identified ({why}); add runs at at least {needed} different {name} values"
+        )
+
+
+def varying_loss(name: str, loss: np.ndarray, law: str) -> None:
+    """UserError if every loss is the same: a flat design determines no exponent (and E would be arbitrary)."""
+    y = np.asarray(loss, dtype=float)
+    if y.size and np.ptp(y) <= 1e-12 * np.abs(y).max():
+        raise UserError(
+            f"every {name} value is the same ({y[0]:g}), so the {law} law has nothing to fit (zero variance); "
+            "check that the column holds per-run final losses and that the runs differ in size or data"
+        )
+
+
 def _where(mask: np.ndarray, first_line: int | None) -> str:
     pos = np.flatnonzero(mask)[:5]
     if first_line is None:

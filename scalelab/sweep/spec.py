@@ -17,7 +17,9 @@ A spec in TOML:
     forecast_holdout = 1        # the largest sizes held out to test the forecast
 
 `plan(spec, workdir)` turns it into one `PlannedRun` per grid point (and compute budget), each
-with its parameter count, tokens and FLOPs, C = (6N + 12 L H Q T) D.
+with its parameter count, tokens and FLOPs, C = (6N + 12 L H Q T) D. That is the one definition of
+C from budget to fit: an IsoFLOP run gets D = C / (FLOPs per token), the store records C and D as
+trained, and the fits take those (`laws.fit_isoflop(..., tokens=D)`), never C / (6 N).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class BudgetSpec(_Strict):
 
 class AnalysisSpec(_Strict):
     fit_params: Literal["nonembed", "total"] = "nonembed"
+    """N of L(N) in the sweep report (Kaplan: non-embedding); L(N, D) uses total N (Hoffmann)."""
     forecast_holdout: int = 1
     bootstrap: int = 200
 

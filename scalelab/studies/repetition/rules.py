@@ -154,9 +154,9 @@ class BaselineLaw:
     n_max: float
 
     def to_dict(self) -> dict:
-        from scalelab.laws import percentile_interval
+        from scalelab.laws import percentile_ci
 
-        ci = {k: list(percentile_interval(v)) for k, v in self.samples.items()}
+        ci = {k: list(percentile_ci(v)) for k, v in self.samples.items()}
         return {"E": self.E, "A": self.A, "alpha": self.alpha, "ci": ci, "bootstrap": self.method,
                 "n_boot": int(len(self.samples["E"])), "n_points": self.n_points}  # fmt: skip
 
