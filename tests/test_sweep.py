@@ -74,13 +74,14 @@ def test_local_workers_and_report(tmp_path):
                  budget={"mode": "tokens_per_param", "tokens_per_param": 0.1, "min_iters": 5})
     res = run_sweep(spec, tmp_path, workers=2)
     assert res["completed"] == 4
-    from scalelab.sweep.report import report_sweep
+    from scalelab.studies.scaling.config import Analysis
+    from scalelab.studies.scaling.report import report_sweep
 
-    fits, path = report_sweep(tmp_path, "t", n_boot=20)
+    fits, path = report_sweep(tmp_path, "t", Analysis(bootstrap=20))
     assert path.exists() and path.with_suffix(".md").exists()
     html = path.read_text()
     assert "data:image/png;base64" in html and all(r["id"] in html for r in fits["runs"])
-    assert "power_N" in fits
+    assert "power_N" in fits["fits"]
 
 
 def test_killed_sweep_loses_nothing_and_repeats_nothing(tmp_path):

@@ -3,32 +3,20 @@ the largest one, with intervals, in an HTML report), then a sample from the larg
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import typer
 
-from scalelab.cli.common import JsonOpt, WorkdirOpt, err, note, print_json, say, show_progress
+from scalelab.cli.common import JsonOpt, WorkdirOpt, err, note, print_json, say
 
 RUN_KEYS = ("planned", "skipped", "ran", "wall_s")
 PROMPT = "def "  # the demo trains on Python source: a sample that starts a function reads naturally
 
 
-def _scaling_demo_preset() -> bool:
-    """Whether the scaling study is a package with a `demo` preset (else the older demo sweep runs)."""
-    return (resources.files("scalelab.studies") / "scaling" / "demo.toml").is_file()
-
-
 def demo_cmd(workdir: Path = WorkdirOpt, json_out: bool = JsonOpt):
     """Small models on the embedded corpus: a law fitted on the small ones forecasts the largest; then a sample."""
-    if not _scaling_demo_preset():
-        from scalelab.demo import run_demo
-
-        res = run_demo(workdir, progress=show_progress(), console=err if json_out else None)
-        if json_out:
-            print_json(res)
-        return
     from scalelab.studies.runner import run_study
+    from scalelab.studies.scaling import headline
 
     res = run_study("scaling", "demo", None, workdir, progress=True, console=err)
     if res.get("interrupted"):
@@ -49,7 +37,7 @@ def demo_cmd(workdir: Path = WorkdirOpt, json_out: bool = JsonOpt):
         show(PROMPT + text)
     show(f"report: {res.get('report')}")
     if json_out:
-        fits = results.get("fits") or {"forecast": results.get("forecast")}
+        fits = headline(results)
         print_json({"report": res.get("report"), "sample": text, **{k: res.get(k) for k in RUN_KEYS}, "fits": fits})
 
 

@@ -32,13 +32,14 @@ def sweep_cmd(
     if dry_run:
         print_plan(spec, workdir, json_out)
         return
-    from scalelab.sweep.report import report_sweep
+    from scalelab.studies.scaling.config import Analysis
+    from scalelab.studies.scaling.report import report_sweep
     from scalelab.sweep.run import run_sweep
 
     res = run_sweep(spec, workdir, executor, workers, retry_failed, address, gpus_per_run, console=err)
     if not res["interrupted"]:
         a = spec.analysis
-        fits, path = report_sweep(workdir, spec.name, a.bootstrap, a.fit_params, a.forecast_holdout)
+        fits, path = report_sweep(workdir, spec.name, Analysis(power_params=a.fit_params, bootstrap=a.bootstrap))
         res["report"] = str(path)
         from scalelab.studies.scaling import headline
 
@@ -81,7 +82,8 @@ def report_cmd(
 ):
     """Fit and draw the report of each sweep in a work directory (self-contained HTML + Markdown)."""
     from scalelab.store import RunStore
-    from scalelab.sweep.report import report_sweep
+    from scalelab.studies.scaling.config import Analysis
+    from scalelab.studies.scaling.report import report_sweep
 
     if not (Path(workdir) / "scalelab.db").exists():
         raise UserError(f"no run store in {workdir}; give the work directory of a sweep")
@@ -92,7 +94,7 @@ def report_cmd(
     reports = {}
     for i, g in enumerate(groups, 1):
         note(f"[{i}/{len(groups)}] {g}: fitting the laws ({bootstrap} bootstrap refits) and drawing the report")
-        _, path = report_sweep(workdir, g, bootstrap)
+        _, path = report_sweep(workdir, g, Analysis(bootstrap=bootstrap))
         reports[g] = str(path)
         if not json_out:
             say(f"{g}: {path}")

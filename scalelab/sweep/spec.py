@@ -14,7 +14,6 @@ A spec in TOML:
     flops = [1e13, 3e13]        # isoflop: D = C / (FLOPs per token) for every size, at each C
     [analysis]
     fit_params = "nonembed"     # which N the laws use: "nonembed" (Kaplan) or "total"
-    forecast_holdout = 1        # the largest sizes held out to test the forecast
 
 `plan(spec, workdir)` turns it into one `PlannedRun` per grid point (and compute budget), each
 with its parameter count, tokens and FLOPs, C = (6N + 12 L H Q T) D. That is the one definition of
@@ -52,7 +51,6 @@ class BudgetSpec(_Strict):
 class AnalysisSpec(_Strict):
     fit_params: Literal["nonembed", "total"] = "nonembed"
     """N of L(N) in the sweep report (Kaplan: non-embedding); L(N, D) uses total N (Hoffmann)."""
-    forecast_holdout: int = 1
     bootstrap: int = 200
 
 

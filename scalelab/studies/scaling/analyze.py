@@ -22,16 +22,8 @@ ONE_SEED_NOTE = ("One seed per point: the forecast's noise floor is the jitter o
 SEEDS_NOTE = "The noise floor ({sd:.2%} of the loss) is the spread of replicate runs of one N and D (seeds)."
 
 
-def analyze(store: RunStore, config: Config | str, **legacy: object) -> dict:
-    """Fits, intervals and the forecast for the study's runs (the store group `config.name`).
-
-    `analyze(store, "group", fit_params=..., n_boot=..., holdout=...)` is the older call of
-    `scalelab sweep`'s report, kept until it calls `analyze_group`.
-    """
-    if isinstance(config, str):
-        analysis = Analysis(power_params=legacy.get("fit_params", "nonembed"),  # type: ignore[arg-type]
-                            bootstrap=int(legacy.get("n_boot", 200)))  # type: ignore[arg-type]
-        return analyze_group(store, config, analysis)
+def analyze(store: RunStore, config: Config) -> dict:
+    """Fits, intervals and the forecast for the study's runs (the store group `config.name`)."""
     return analyze_group(store, config.name, config.analysis, seeds=config.seeds)
 
 
@@ -72,9 +64,6 @@ def analyze_group(store: RunStore, group: str, analysis: Analysis, seeds: int = 
             "isoflop", laws.fit_isoflop(n_ch, y, c, tokens=d).to_dict() | {"N": analysis.chinchilla_params}))
     _try(res, "forecast", lambda: fits.__setitem__(
         "forecast", _forecast(n_pow, n_ch, d, c, y, ids, curve_list, analysis, noise_sd)))
-    for key in ("power_N", "forecast", "chinchilla"):  # top-level copies, as the sweep report reads them
-        if key in fits:
-            res[key] = fits[key]
     return res
 
 
@@ -161,7 +150,7 @@ def _forecast(n_pow: np.ndarray, n_ch: np.ndarray, d: np.ndarray, c: np.ndarray,
 
 def headline(res: dict) -> dict:
     """The fits without their bootstrap samples, for JSON output."""
-    fits = res.get("fits") or {k: res[k] for k in ("power_N", "forecast", "chinchilla") if k in res}
+    fits = res.get("fits") or {}
     return {k: {kk: vv for kk, vv in v.items() if kk not in ("samples", "best_starts")} for k, v in fits.items()}
 
 
