@@ -17,7 +17,7 @@ def test_progress_line(tmp_path):
     m.start("b", "L2", 2e9)
     line = m.line()
     assert line.startswith("runs 1/5 done")
-    assert "L1: step 50/100 loss 2.500 val 2.610 ETA 30s" in line and "L2: starting" in line
+    assert "L1: step 50/100 loss 2.500 val 2.610 ETA 30s" in line and "1 starting or queued" in line
     m.finish("a", "failed")
     m._t0 -= 100  # 100 s in, with 1e9 of 5e9 FLOPs trained: about 400 s left
     line = m.line()

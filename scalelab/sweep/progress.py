@@ -76,11 +76,11 @@ class SweepProgress:
             running = dict(self.running)
             done, failed = self.done, self.failed
         parts = [f"runs {done}/{self.planned} done" + (f" ({failed} failed)" if failed else "")]
-        running_flops = 0.0
+        running_flops, waiting = 0.0, 0
         for run_id, (name, flops) in running.items():
             p = _read(self.workdir / "runs" / run_id / "progress.json")
-            if not p:  # still preparing (tokenizing, building sets, loading a backbone)
-                parts.append(f"{name}: starting")
+            if not p:  # queued for a worker, or still preparing (tokenizing, building sets, loading a backbone)
+                waiting += 1
                 continue
             step, iters = p.get("step"), p.get("iters")
             frac = step / iters if step is not None and iters else 0.0
@@ -93,6 +93,8 @@ class SweepProgress:
             if p.get("eta_s") is not None:
                 text += f" ETA {_duration(p['eta_s'])}"
             parts.append(text)
+        if waiting:
+            parts.append(f"{waiting} starting or queued")
         elapsed = time.perf_counter() - self._t0
         trained = self.flops_done + running_flops
         if trained > 0 and self.flops_left > 0 and elapsed > 5:
@@ -124,5 +126,5 @@ class SweepProgress:
             if live:
                 self._status.update(escape(text))
             elif time.perf_counter() - last_print >= self.every_s:
-                self.console.print(text, markup=False, highlight=False)
+                self.console.print(text, markup=False, highlight=False, soft_wrap=True)
                 last_print = time.perf_counter()

@@ -236,4 +236,4 @@ def _report(console: Console, task: Task, row: dict | None, result: dict) -> Non
         msg += f" val {loss:.4f}"
     if status == "failed":
         msg += f"  {result.get('error', row.get('error') if row else '')}"
-    console.print(msg, markup=False, highlight=False)
+    console.print(msg, markup=False, highlight=False, soft_wrap=True)
