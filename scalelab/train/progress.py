@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import sys
 import time
 from pathlib import Path
+
+from scalelab.plain import to_plain
 
 
 class TrainProgress:
@@ -63,10 +64,5 @@ class ProgressFile:
                   "elapsed_s": elapsed_s, "eta_s": eta_s, "pid": self.pid, "host": self.host,
                   "time": time.time()}  # fmt: skip
         tmp = self.path.with_name(f".{self.path.name}.tmp{self.pid}")
-        tmp.write_text(json.dumps({k: _plain(v) for k, v in record.items()}))
+        tmp.write_text(json.dumps(to_plain(record)))
         tmp.replace(self.path)
-
-
-def _plain(v):
-    """JSON has no NaN or infinity: write null for them."""
-    return None if isinstance(v, float) and not math.isfinite(v) else v
