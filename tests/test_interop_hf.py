@@ -215,3 +215,27 @@ def test_hf_backbone_honours_context(tmp_path):
     assert scored.truncated and len(scored.ids) <= 16
     assert PreferenceModel.load(pm.save(tmp_path / "pm")).context == 16  # kept when saved
     assert load_pm(f"hf:{tmp_path / 'src'}", context=1000).context == 64  # never beyond the model
+
+
+@pytest.mark.parametrize("family", ["gpt2", "qwen3"])
+def test_hf_backbone_hidden_state_is_the_causal_lms_last(family):
+    """The PM reads the trunk alone; its state at each position equals the full model's hidden_states[-1]."""
+    from scalelab.align.backbones import HFBackbone
+
+    torch.manual_seed(0)
+    if family == "gpt2":
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=257, n_positions=32, n_embd=32,
+                                                                     n_layer=2, n_head=2))  # fmt: skip
+    else:
+        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(
+            vocab_size=257, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=2, head_dim=16, max_position_embeddings=32))
+    model.eval()
+    idx = torch.randint(0, 257, (3, 12))
+    lengths = torch.tensor([12, 7, 3])
+    positions = lengths - 1
+    with torch.no_grad():
+        got = HFBackbone(model, "test").hidden_at(idx, positions, lengths)
+        mask = (torch.arange(12)[None, :] < lengths[:, None]).long()
+        full = model(input_ids=idx, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(got, full[torch.arange(3), positions], rtol=1e-5, atol=1e-6)

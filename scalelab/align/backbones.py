@@ -72,8 +72,8 @@ class GPTBackbone(nn.Module):
 class HFBackbone(nn.Module):
     """A Hugging Face causal LM (``AutoModelForCausalLM``) loaded from a local folder.
 
-    Needs the ``hf`` extra (transformers). The hidden state is the last entry of
-    ``hidden_states``, which is after the final norm in GPT-2, Llama, Mistral and Pythia models.
+    Needs the ``hf`` extra (transformers). The hidden state is the trunk's last hidden state (the
+    causal LM's last ``hidden_states`` entry), after the final norm in GPT-2, Llama, Mistral and Pythia.
     """
 
     kind = "hf"
@@ -110,9 +110,11 @@ class HFBackbone(nn.Module):
 
     def hidden_at(self, idx: torch.Tensor, positions: torch.Tensor,
                   lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        out = self.model(input_ids=idx, attention_mask=self._mask(idx, lengths), output_hidden_states=True)
+        # the trunk alone (`base_model`: GPT2Model, LlamaModel, ...): its last hidden state is the causal
+        # LM's `hidden_states[-1]`, without the full-vocabulary logits and every layer's states
+        out = self.model.base_model(input_ids=idx, attention_mask=self._mask(idx, lengths))
         rows = torch.arange(idx.size(0), device=idx.device)
-        return out.hidden_states[-1][rows, positions]  # (B, C)
+        return out.last_hidden_state[rows, positions]  # (B, C)
 
     def logits(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(input_ids=idx, attention_mask=self._mask(idx, lengths)).logits
