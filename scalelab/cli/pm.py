@@ -35,7 +35,8 @@ def train_cmd(
     base: Optional[str] = typer.Option(None, "--base", help="Backbone: a run id, checkpoint or PM folder, or "
                                        "hf:FOLDER for a Hugging Face causal LM."),
     size: Optional[str] = typer.Option(None, "--size", help="A fresh ladder model instead of --base (e.g. 'xs')."),
-    context: int = typer.Option(256, "--context", min=1, help="Context in tokens of a fresh --size model; also caps an hf: backbone (never beyond its own)."),
+    context: int = typer.Option(256, "--context", min=1, help="Context in tokens of a fresh --size model; "
+                                "also caps an hf: backbone (never beyond its own)."),
     pmp: Optional[str] = typer.Option(None, "--pmp", help="Preference-model pre-training set (file or keyword, "
                                       "e.g. corruptions:stdlib), binarised, before fine-tuning on --data."),
     pmp_max: int = typer.Option(4000, "--pmp-max", min=1, help="At most this many PMP comparisons (before "
