@@ -34,6 +34,17 @@ def tiny_overrides(**extra) -> list[str]:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: on a shared 2-core machine two threads can be many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_cfg():
     def make(**extra):
         return load_config(None, tiny_overrides(**extra))

@@ -14,14 +14,7 @@ from scalelab.align.pm_train import PMTrainConfig, evaluate_pm, train_pm
 from scalelab.data.comparisons import Comparison
 from scalelab.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads can be many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_pm(objective: str = "ranked", context: int = 64, seed: int = 0) -> PreferenceModel:

@@ -18,12 +18,7 @@ from scalelab.train.record import ingest
 PROGRESS_KEYS = {"step", "iters", "loss", "val_loss", "tokens_per_s", "elapsed_s", "eta_s", "pid", "host", "time"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy_file(path, n: int = 64):
