@@ -160,8 +160,9 @@ class LabelStats:
                 "gold_mean": self.gold_mean}  # fmt: skip
 
 
-def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str], gold: str,
-                *, temperature: float = 0.1, drop_ties: bool = True, seed: int = 0) -> tuple[list[Comparison], LabelStats]:  # fmt: skip
+def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b: Sequence[str], gold: str, *,
+                temperature: float = 0.1, drop_ties: bool = True,
+                seed: int = 0) -> tuple[list[Comparison], LabelStats]:  # fmt: skip
     """Comparisons of two responses per prompt, labelled by a noisy Bradley-Terry labeller on a gold reward.
 
     P(A > B) = sigmoid((g_A - g_B) / temperature) (Bradley & Terry 1952); the label is drawn with a
@@ -189,8 +190,8 @@ def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b:
         p = preference_probability(x, y, temperature)
         a_wins = u < p
         chosen, rejected, g_c, g_r = (a, b, x, y) if a_wins else (b, a, y, x)
-        out.append(Comparison(prompt, chosen, rejected, source=f"gold:{gold}",
-                              meta={"gold_chosen": g_c, "gold_rejected": g_r, "p_chosen": p if a_wins else 1 - p}))  # fmt: skip
+        meta = {"gold_chosen": g_c, "gold_rejected": g_r, "p_chosen": p if a_wins else 1 - p}
+        out.append(Comparison(prompt, chosen, rejected, source=f"gold:{gold}", meta=meta))
         stats.agree += g_c > g_r
     stats.kept = len(out)
     return out, stats
