@@ -94,8 +94,6 @@ def test_pmp_sets_from_train_documents_still_split_into_train_and_test(tmp_path,
 
 
 def test_a_dry_run_plans_without_building_the_comparison_sets(tmp_path, micro):
-    from scalelab.studies.runner import run_study
-
     out = run_study("preference", micro, workdir=tmp_path, dry_run=True, progress=False)
     assert out["dry_run"] and out["totals"]["runs"] == 25
     assert not (tmp_path / "studies").exists()
