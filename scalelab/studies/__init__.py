@@ -11,7 +11,9 @@ Every study is a package `scalelab/studies/<name>/` that reads like the method s
     figures.py    figures(results, store) -> matplotlib figures
 
 and optionally `sections(results, store, config) -> list[report.Section]` when the default report
-(summary, figures, the table of runs) is not enough. `studies.runner` does the rest the same way for
+(summary, figures, the table of runs) is not enough, and `prepare(config, workdir)` when the runs
+read data files that take a while to build: `plan` only names them, `prepare` writes them once
+before training (skipped by a dry run). `studies.runner` does the rest the same way for
 every study: it loads a preset with `--set` overrides through the config reader of `scalelab train`,
 runs the plan with the sweep executors (resume after an interruption, reuse of finished runs by
 config hash, Ray, a dry run, live progress), analyses, draws and writes one report. The command is
