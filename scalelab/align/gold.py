@@ -168,7 +168,7 @@ def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b:
     P(A > B) = sigmoid((g_A - g_B) / temperature) (Bradley & Terry 1952); the label is drawn with a
     seeded generator, so the same inputs and seed give the same comparisons. Identical responses
     give no comparison; equal gold scores are dropped (``drop_ties``) or labelled by a coin flip.
-    Each comparison's ``meta`` holds both gold scores and P(chosen > rejected).
+    Each comparison's ``meta`` holds the pair's index in the input, both gold scores and P(chosen > rejected).
     """
     if not len(prompts) == len(responses_a) == len(responses_b):
         raise ValueError("label_pairs needs as many prompts as responses of each side")
@@ -179,7 +179,7 @@ def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b:
     rng = random.Random(seed)
     out, stats = [], LabelStats(offered=len(prompts))
     stats.gold_mean = sum(ga + gb) / (2 * len(prompts)) if prompts else float("nan")
-    for prompt, a, b, x, y in zip(prompts, responses_a, responses_b, ga, gb):
+    for i, (prompt, a, b, x, y) in enumerate(zip(prompts, responses_a, responses_b, ga, gb)):
         u = rng.random()  # drawn for every pair, so one pair's fate never shifts another's label
         if a == b:
             stats.identical += 1
@@ -190,7 +190,7 @@ def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b:
         p = preference_probability(x, y, temperature)
         a_wins = u < p
         chosen, rejected, g_c, g_r = (a, b, x, y) if a_wins else (b, a, y, x)
-        meta = {"gold_chosen": g_c, "gold_rejected": g_r, "p_chosen": p if a_wins else 1 - p}
+        meta = {"pair": i, "gold_chosen": g_c, "gold_rejected": g_r, "p_chosen": p if a_wins else 1 - p}
         out.append(Comparison(prompt, chosen, rejected, source=f"gold:{gold}", meta=meta))
         stats.agree += g_c > g_r
     stats.kept = len(out)
