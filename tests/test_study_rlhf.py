@@ -1,0 +1,123 @@
+"""The rlhf study: plan shape, and the analysis on planted runs in a store (fits recover planted numbers,
+runs are matched to the plan by name and config hash)."""
+
+import json
+import math
+import time
+
+import pytest
+
+from scalelab.store import RunStore
+from scalelab.studies.rlhf import Config, analyze, plan, summary
+
+A, B = 0.2, 1.5  # planted proxy reward = A + B sqrt(KL)
+ALPHA, BETA = 0.4, 0.1  # planted gold gain = d (ALPHA - BETA d); peak at d = 2, KL = 4
+GOLD0 = 0.6
+KLS = [0.0, 0.5, 1.0, 2.0, 4.0, 6.0, 9.0, 12.0]
+
+
+def _config(**kw) -> Config:
+    base = dict(name="rlhf-test", policy_sizes=["3xs"], pm_sizes=["3xs"], algos=["ppo", "best-of-n"],
+                data_amounts=[], online_rounds=2, n_labels=64, steps=8, n_samples_shown=0)  # fmt: skip
+    return Config(**{**base, **kw})
+
+
+def _eval_rows(p) -> list[tuple]:
+    rows = []
+    for i, kl in enumerate(KLS):
+        d = math.sqrt(kl)
+        reward = A + B * d
+        test = A + B * min(d, 1.0)  # the test PM follows the train PM up to sqrt(KL) = 1, then stays flat
+        gold = GOLD0 + d * (ALPHA - BETA * d)
+        if p.axes.get("round") == 1:
+            gold += 0.05  # online ends higher than offline
+        for name, v in (("reward", reward), ("kl", kl), ("gold", gold), ("pm_0", test)):
+            rows.append((i, 0, 0.0, "eval", name, v))
+    return rows
+
+
+def _plant(store: RunStore, config: Config, workdir) -> dict:
+    ids = {}
+    for p in plan(config, workdir):
+        run_id = store.create_run(p.name, p.cfg.to_dict(), p.config_hash, group=config.name)
+        summary = {"accuracy": 0.8, "accuracy_ci": [0.7, 0.9], "n_comparisons": 30} if p.kind == "gold-pm" else {}
+        store.update_run(run_id, status="completed", summary=json.dumps(summary), finished_at=time.time())
+        if p.kind == "rl":
+            store.log_metrics(run_id, _eval_rows(p))
+        ids[p.name] = run_id
+    return ids
+
+
+def test_plan_stages_kinds_and_equal_labels(tmp_path):
+    config = _config(policy_sizes=["3xs", "2xs"], pm_sizes=["3xs", "2xs"], data_amounts=[16],
+                     algos=["ppo", "rloo", "dpo", "best-of-n"])  # fmt: skip
+    runs = {r.name: r for r in plan(config, tmp_path)}
+    assert {r.kind for r in runs.values()} == {"lm", "gold-pm", "rl"}
+    assert runs["lm-2xs"].stage == 0 and runs["pm-2xs-train"].stage == 1 and runs["ppo-p2xs-pm-2xs-train"].stage == 2
+    assert runs["pm-online-r1"].stage == 3 and runs["ppo-online-r1"].stage == 4
+    train, test = runs["pm-2xs-train"].cfg, runs["pm-2xs-test"].cfg
+    assert train.sources[0].half == 0 and test.sources[0].half == 1
+    assert train.sources[0].policy == test.sources[0].policy == "run:lm-2xs"
+    # equal labels: the online rounds together query the labeller as often as the offline train PM
+    online = runs["pm-online-r0"].axes["labels"] + (runs["pm-online-r1"].axes["labels"] - runs["pm-online-r0"].axes["labels"])
+    assert online == runs["pm-2xs-train"].axes["labels"] == config.n_labels
+    ppo = runs["ppo-p2xs-pm-2xs-train"].cfg
+    assert ppo.pm == "run:pm-2xs-train" and ppo.eval_pms == ["run:pm-2xs-test"] and ppo.gold == "balanced"
+    assert ppo.run_hashes["run:pm-2xs-train"] == runs["pm-2xs-train"].config_hash
+    assert runs["ppo-online-r1"].cfg.policy == "run:ppo-online-r0"
+    assert sum(runs[f"ppo-online-r{r}"].cfg.steps for r in (0, 1)) == ppo.steps
+    assert [r.config_hash for r in plan(config, tmp_path)] == [r.config_hash for r in runs.values()]  # deterministic
+
+
+def test_analysis_recovers_planted_fits_and_matches_runs_by_config_hash(tmp_path):
+    config = _config()
+    store = RunStore.in_workdir(tmp_path)
+    ids = _plant(store, config, tmp_path)
+    # decoys: a run of a planned name with another config, and an unplanned run in the group
+    decoy = store.create_run("ppo-p3xs-pm-3xs-train", {"x": 1}, "not-the-plan", group=config.name)
+    store.update_run(decoy, status="completed")
+    store.log_metrics(decoy, [(0, 0, 0.0, "eval", "reward", 99.0), (0, 0, 0.0, "eval", "kl", 1.0)])
+    other = store.create_run("something-else", {}, "h", group=config.name)
+    store.update_run(other, status="completed")
+    results = analyze(store, config)
+    assert results["missing"] == []
+    assert {r["run_id"] for r in results["runs"]} <= set(ids.values())
+    head = results["sqrt_kl_fit"]
+    assert head["a"] == pytest.approx(A, abs=1e-6) and head["b"] == pytest.approx(B, abs=1e-6)
+    assert head["r2"] == pytest.approx(1.0) and head["b_ci"][0] > 0 and head["run_id"] == ids["ppo-p3xs-pm-3xs-train"]
+    g = results["gold_vs_proxy"]["ppo"]
+    assert g["gold_fit"]["alpha"] == pytest.approx(ALPHA, abs=1e-6)
+    assert g["gold_fit"]["beta"] == pytest.approx(BETA, abs=1e-6)
+    assert g["peak_kl"] == pytest.approx((ALPHA / (2 * BETA)) ** 2)
+    assert set(results["gold_vs_proxy"]) == {"ppo", "best-of-n"}
+    sep = results["train_pm_vs_test_pm"]["separation"]
+    # the gap B (d - 1) exceeds 0.25 x the largest train gain B sqrt(12) from d = 1 + 0.25 sqrt(12) = 1.87 on
+    assert sep["kl"] == 4.0
+    ov = results["online_vs_offline"]
+    assert [r["round"] for r in ov["rounds"]] == [0, 1]
+    assert ov["gain_online_minus_offline"] == pytest.approx(0.05)
+    assert ov["rounds"][-1]["labels_cumulative"] == ov["offline"]["labels"] == config.n_labels
+    assert "b = 1.500" in summary(results)
+    json.dumps(results)  # plain data
+
+
+def test_analysis_reports_missing_runs(tmp_path):
+    config = _config()
+    store = RunStore.in_workdir(tmp_path)
+    _plant(store, config, tmp_path)
+    changed = _config(steps=10)  # another plan: nothing of it is in the store
+    results = analyze(store, changed)
+    assert "ppo-p3xs-pm-3xs-train" in results["missing"] and results["gold_vs_proxy"] == {}
+    assert "b" not in results["sqrt_kl_fit"]
+
+
+def test_figures_and_sections_draw_from_planted_results(tmp_path):
+    from scalelab.studies.rlhf import figures, sections
+
+    config = _config()
+    store = RunStore.in_workdir(tmp_path)
+    _plant(store, config, tmp_path)
+    results = analyze(store, config)
+    assert len(figures(results, store)) == 4
+    titles = [s.title for s in sections(results, store, config)]
+    assert "Train PM vs test PM" in titles and "Samples before and after RL" in titles
