@@ -43,8 +43,14 @@ def eval_series(store, run_id: str) -> list[dict]:
 
 
 def _fit_row(fit: dict) -> dict:
-    return {"a": fit["a"], "b": fit["b"], "r2": fit["r2"], "b_ci": fit["ci"]["b"], "a_ci": fit["ci"]["a"],
-            "n": fit["n"]}  # fmt: skip
+    return {
+        "a": fit["a"],
+        "b": fit["b"],
+        "r2": fit["r2"],
+        "b_ci": fit["ci"]["b"],
+        "a_ci": fit["ci"]["a"],
+        "n": fit["n"],
+    }
 
 
 def _gain(series: list[dict], key: str) -> list[float | None]:
@@ -53,16 +59,20 @@ def _gain(series: list[dict], key: str) -> list[float | None]:
     return [None if first is None or r.get(key) is None else r[key] - first for r in series]
 
 
-def separation(series: list[dict], rel_tol: float = 0.25) -> dict:
+def separation(series: list[dict], rel_tol: float = 0.25, min_gain: float = 0.05) -> dict:
     """Where the train PM's gain pulls away from the test PM's: the smallest sqrt(KL) from which the gap
-    (train gain - test gain) stays above ``rel_tol`` x the largest train gain at every later point."""
+    (train gain - test gain) stays above ``rel_tol`` x the largest train gain at every later point.
+
+    A train PM that gained less than ``min_gain`` (PM score units: logits of P(A > B)) has nothing to
+    separate from; so is a gap below ``min_gain``.
+    """
     train, test = _gain(series, "reward"), _gain(series, "pm_0")
     gaps = [None if a is None or b is None else a - b for a, b in zip(train, test)]
     top = max((g for g in train if g is not None), default=0.0)
-    tol = rel_tol * top if top > 0 else None
+    tol = max(rel_tol * top, min_gain)
     out = {"tolerance": tol, "rel_tol": rel_tol, "sqrt_kl": None, "kl": None, "step": None}
-    if tol is None:
-        out["note"] = "the train PM's reward never rose: no separation to find"
+    if top < min_gain:
+        out["note"] = f"the train PM's reward rose by less than {min_gain}: no separation to find"
         return out
     for i, row in enumerate(series):
         later = [g for g in gaps[i:] if g is not None]
@@ -90,10 +100,17 @@ def _gold_vs_proxy(series: list[dict], run: str, algo: str, seed: int) -> dict:
     rows = [{"step": r["step"], "kl": r["kl"], "sqrt_kl": r["sqrt_kl"], "proxy": r["reward"], "gold": r.get("gold"),
              "gold_gain": g, "test_pm": r.get("pm_0")} for r, g in zip(series, gold)]  # fmt: skip
     best = max((r for r in rows if r["gold"] is not None), key=lambda r: r["gold"], default=None)
-    return {"algo": algo, "run": run, "series": rows, "gold_fit": fit, "proxy_fit": _fit_row(proxy),
-            "peak_kl": fit["peak_kl"], "measured_peak": {"kl": best["kl"], "gold": best["gold"]} if best else None,
-            "gold_start": series[0].get("gold") if series else None,
-            "gold_end": series[-1].get("gold") if series else None}  # fmt: skip
+    return {
+        "algo": algo,
+        "run": run,
+        "series": rows,
+        "gold_fit": fit,
+        "proxy_fit": _fit_row(proxy),
+        "peak_kl": fit["peak_kl"],
+        "measured_peak": {"kl": best["kl"], "gold": best["gold"]} if best else None,
+        "gold_start": series[0].get("gold") if series else None,
+        "gold_end": series[-1].get("gold") if series else None,
+    }
 
 
 def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
@@ -108,17 +125,34 @@ def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
         r = p.axes["round"]
         pm = pms.get(f"pm-online-r{r}")
         last = series[-1] if series else {}
-        out_rounds.append({"round": r, "run": p.name, "labels_cumulative": pm["labels"] if pm else None,
-                           "gold": last.get("gold"), "proxy": last.get("reward"), "kl_in_round": last.get("kl"),
-                           "pm_accuracy": pm["accuracy"] if pm else None})  # fmt: skip
+        out_rounds.append(
+            {
+                "round": r,
+                "run": p.name,
+                "labels_cumulative": pm["labels"] if pm else None,
+                "gold": last.get("gold"),
+                "proxy": last.get("reward"),
+                "kl_in_round": last.get("kl"),
+                "pm_accuracy": pm["accuracy"] if pm else None,
+            }
+        )
     final, off_last = out_rounds[-1], off_series[-1] if off_series else {}
     gain = None if final["gold"] is None or off_last.get("gold") is None else final["gold"] - off_last["gold"]
-    return {"rounds": out_rounds, "gold_start": off_series[0].get("gold") if off_series else None,
-            "offline": {"run": offline[0].name, "labels": pms.get(offline[0].axes["pm"], {}).get("labels"),
-                        "gold": off_last.get("gold"), "proxy": off_last.get("reward"), "kl": off_last.get("kl")},
-            "online_gold": final["gold"], "gain_online_minus_offline": gain,
-            "note": "the KL of round r > 0 is measured against the policy round r starts from (the RL library's "
-                    "reference is the run's starting policy); the comparison is the gold reward"}  # fmt: skip
+    return {
+        "rounds": out_rounds,
+        "gold_start": off_series[0].get("gold") if off_series else None,
+        "offline": {
+            "run": offline[0].name,
+            "labels": pms.get(offline[0].axes["pm"], {}).get("labels"),
+            "gold": off_last.get("gold"),
+            "proxy": off_last.get("reward"),
+            "kl": off_last.get("kl"),
+        },
+        "online_gold": final["gold"],
+        "gain_online_minus_offline": gain,
+        "note": "the KL of round r > 0 is measured against the policy round r starts from (the RL library's "
+        "reference is the run's starting policy); the comparison is the gold reward",
+    }
 
 
 def analyze(store, config: Config) -> dict:
@@ -131,9 +165,17 @@ def analyze(store, config: Config) -> dict:
     for p, row in found:
         if p.axes["role"] == "pm":
             s = row.get("summary") or {}
-            pms[p.name] = {"name": p.name, "size": p.axes["size"], "params": p.params, "labels": p.axes["labels"],
-                           "half": p.axes.get("half"), "n_comparisons": s.get("n_comparisons"),
-                           "accuracy": s.get("accuracy"), "accuracy_ci": s.get("accuracy_ci"), "run_id": row["id"]}
+            pms[p.name] = {
+                "name": p.name,
+                "size": p.axes["size"],
+                "params": p.params,
+                "labels": p.axes["labels"],
+                "half": p.axes.get("half"),
+                "n_comparisons": s.get("n_comparisons"),
+                "accuracy": s.get("accuracy"),
+                "accuracy_ci": s.get("accuracy_ci"),
+                "run_id": row["id"],
+            }
     rl = {p.name: (p, row, eval_series(store, row["id"])) for p, row in found if p.axes["role"] == "rl"}
     policy, pm_size = config.policy_sizes[-1], config.pm_sizes[-1]
     main_pm = f"pm-{pm_size}-train"
@@ -141,9 +183,15 @@ def analyze(store, config: Config) -> dict:
     for name, (p, row, series) in rl.items():
         if p.axes["algo"] != "ppo" or "round" in p.axes or len(series) < 3:
             continue
-        fit = {"run": name, "run_id": row["id"], "policy_size": p.axes["policy_size"], "pm": p.axes["pm"],
-               "params": p.params, "labels": pms.get(p.axes["pm"], {}).get("labels"),
-               **_fit_row(sqrt_kl_fit([r["kl"] for r in series], [r["reward"] for r in series], seed=config.seed))}
+        fit = {
+            "run": name,
+            "run_id": row["id"],
+            "policy_size": p.axes["policy_size"],
+            "pm": p.axes["pm"],
+            "params": p.params,
+            "labels": pms.get(p.axes["pm"], {}).get("labels"),
+            **_fit_row(sqrt_kl_fit([r["kl"] for r in series], [r["reward"] for r in series], seed=config.seed)),
+        }
         if p.axes["pm"] == main_pm:
             fits["by_policy_size"].append(fit)
         if p.axes["policy_size"] == policy and "labels" not in p.axes:
@@ -160,9 +208,16 @@ def analyze(store, config: Config) -> dict:
         if got and got[2]:
             gold_vs_proxy[algo] = _gold_vs_proxy(got[2], got[0].name, algo, config.seed)
     results = {
-        "design": {"policy_sizes": list(config.policy_sizes), "pm_sizes": list(config.pm_sizes), "gold": config.gold,
-                   "label_temperature": config.label_temperature, "n_labels": config.n_labels,
-                   "steps": config.steps, "online_rounds": config.online_rounds, "algos": list(config.algos)},
+        "design": {
+            "policy_sizes": list(config.policy_sizes),
+            "pm_sizes": list(config.pm_sizes),
+            "gold": config.gold,
+            "label_temperature": config.label_temperature,
+            "n_labels": config.n_labels,
+            "steps": config.steps,
+            "online_rounds": config.online_rounds,
+            "algos": list(config.algos),
+        },
         "sqrt_kl_fit": headline or {"note": "the main PPO run is missing or has fewer than 3 evaluations"},
         "sqrt_kl_fits": fits,
         "train_pm_vs_test_pm": _train_vs_test(main[2], main[0].name) if main else None,
@@ -170,12 +225,22 @@ def analyze(store, config: Config) -> dict:
         "online_vs_offline": _online_vs_offline(rl, pms, config),
         "pms": sorted(pms.values(), key=lambda r: (r["params"], r["name"])),
         "lms": lms,
-        "runs": [{"name": n, "algo": p.axes["algo"], "policy_size": p.axes["policy_size"], "pm": p.axes["pm"],
-                  "reward": s[-1]["reward"] if s else None, "kl": s[-1]["kl"] if s else None,
-                  "gold": s[-1].get("gold") if s else None, "test_pm": s[-1].get("pm_0") if s else None,
-                  "run_id": row["id"]} for n, (p, row, s) in rl.items()],
+        "runs": [
+            {
+                "name": n,
+                "algo": p.axes["algo"],
+                "policy_size": p.axes["policy_size"],
+                "pm": p.axes["pm"],
+                "reward": s[-1]["reward"] if s else None,
+                "kl": s[-1]["kl"] if s else None,
+                "gold": s[-1].get("gold") if s else None,
+                "test_pm": s[-1].get("pm_0") if s else None,
+                "run_id": row["id"],
+            }
+            for n, (p, row, s) in rl.items()
+        ],
         "missing": missing,
-    }  # fmt: skip
+    }
     try:
         results["samples"] = before_after_samples(workdir, config, main, found)
     except (UserError, OSError, StopIteration) as e:  # a pruned checkpoint must not lose the analysis
@@ -204,8 +269,14 @@ def before_after_samples(workdir: Path, config: Config, main, found) -> dict:
         model, tokenizer, _ = load_for_inference(workdir / "runs" / run_id, workdir, "cpu")
         ids = [[int(t) for t in tokenizer.encode(p)] for p in prompts]
         g = torch.Generator().manual_seed(config.seed + 7)
-        ro = sample_responses(model, ids, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                              eot_id=tokenizer.eot_id, generator=g)  # fmt: skip
+        ro = sample_responses(
+            model,
+            ids,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            eot_id=tokenizer.eot_id,
+            generator=g,
+        )
         texts[label] = ro.decode(tokenizer)
     gold = gold_reward(config.gold)
     gb, ga = gold(prompts, texts["before"]), gold(prompts, texts["after"])
@@ -225,24 +296,36 @@ def summary(results: dict) -> str:
              f"{d['n_labels']} labels per PM, {d['steps']} RL steps."]  # fmt: skip
     h = results["sqrt_kl_fit"]
     if "b" in h:
-        lines.append(f"Proxy reward = a + b sqrt(KL) ({h['run']}): b = {_f(h['b'])} [{_f(h['b_ci'][0])}, "
-                     f"{_f(h['b_ci'][1])}], a = {_f(h['a'])}, R^2 = {_f(h['r2'], '.2f')} over {h['n']} evaluations.")
+        lines.append(
+            f"Proxy reward = a + b sqrt(KL) ({h['run']}): b = {_f(h['b'])} [{_f(h['b_ci'][0])}, "
+            f"{_f(h['b_ci'][1])}], a = {_f(h['a'])}, R^2 = {_f(h['r2'], '.2f')} over {h['n']} evaluations."
+        )
     tt = results["train_pm_vs_test_pm"]
     if tt:
         s = tt["separation"]
         last = tt["series"][-1] if tt["series"] else {}
-        lines.append(f"Train PM gain {_f(last.get('train_gain'))} vs test PM gain {_f(last.get('test_gain'))} at "
-                     f"sqrt(KL) {_f(last.get('sqrt_kl'), '.2f')}; " + (f"they separate from sqrt(KL) "
-                     f"{_f(s['sqrt_kl'], '.2f')}." if s["sqrt_kl"] is not None else s.get("note", "") + "."))
+        lines.append(
+            f"Train PM gain {_f(last.get('train_gain'))} vs test PM gain {_f(last.get('test_gain'))} at "
+            f"sqrt(KL) {_f(last.get('sqrt_kl'), '.2f')}; "
+            + (
+                f"they separate from sqrt(KL) {_f(s['sqrt_kl'], '.2f')}."
+                if s["sqrt_kl"] is not None
+                else s.get("note", "") + "."
+            )
+        )
     for algo, g in results["gold_vs_proxy"].items():
         fit = g["gold_fit"]
         peak = f"gold peaks at KL {_f(g['peak_kl'], '.2f')}" if g["peak_kl"] is not None else fit.get("note", "")
-        lines.append(f"{algo}: gold {_f(g['gold_start'])} -> {_f(g['gold_end'])}, alpha {_f(fit['alpha'])}, beta "
-                     f"{_f(fit['beta'])}; {peak}.")
+        lines.append(
+            f"{algo}: gold {_f(g['gold_start'])} -> {_f(g['gold_end'])}, alpha {_f(fit['alpha'])}, beta "
+            f"{_f(fit['beta'])}; {peak}."
+        )
     ov = results["online_vs_offline"]
     if ov:
-        lines.append(f"Online ({len(ov['rounds'])} rounds) gold {_f(ov['online_gold'])} vs offline "
-                     f"{_f(ov['offline']['gold'])} at equal labels (gain {_f(ov['gain_online_minus_offline'])}).")
+        lines.append(
+            f"Online ({len(ov['rounds'])} rounds) gold {_f(ov['online_gold'])} vs offline "
+            f"{_f(ov['offline']['gold'])} at equal labels (gain {_f(ov['gain_online_minus_offline'])})."
+        )
     if results["missing"]:
         lines.append(f"Not finished ({len(results['missing'])} runs, left out): {', '.join(results['missing'][:8])}.")
     return "\n".join(lines)

@@ -133,7 +133,8 @@ def sections(results: dict, store, config) -> list:
                   "run": g["run"]} for a, g in results["gold_vs_proxy"].items()]  # fmt: skip
     samples = results.get("samples", {})
     sample_rows = [{"prompt": r["prompt"].strip(), "before RL": r["before"], "gold before": r["gold_before"],
-                    "after RL": r["after"], "gold after": r["gold_after"]} for r in samples.get("rows", [])]  # fmt: skip
+                    "after RL": r["after"], "gold after": r["gold_after"]}
+                   for r in samples.get("rows", [])]  # fmt: skip
     ov = results["online_vs_offline"]
     tt = results["train_pm_vs_test_pm"]
     return [

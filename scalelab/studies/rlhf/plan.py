@@ -82,7 +82,7 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
 
     def gold_pm(name: str, size: str, sources: list[LabelSource], axes: dict, stage: int) -> None:
         pm = {"base": ref(f"lm-{size}"), "base_config_hash": runs[f"lm-{size}"].config_hash, "objective": "ranked",
-              "test_fraction": 0.1, "train": _pm_train(config), "device": config.device}  # fmt: skip
+              "test_fraction": 0.2, "train": _pm_train(config), "device": config.device}  # fmt: skip
         spec = GoldPMSpec(name=name, sources=sources, pm=pm, **label_common, **common)
         labels = sum(offered(s) for s in sources)
         add(name, spec, {"role": "pm", "size": size, "labels": labels, **axes}, size, "gold-pm", stage, 0)
