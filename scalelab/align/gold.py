@@ -149,14 +149,15 @@ class LabelStats:
     offered: int = 0
     kept: int = 0
     identical: int = 0  # the two responses were the same text: no comparison
+    empty: int = 0  # a response was empty (the policy ended at once): comparison files need text
     ties: int = 0  # equal gold scores, dropped (drop_ties)
     agree: int = 0  # kept pairs whose chosen response has the higher gold score
     gold_mean: float = float("nan")
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"offered": self.offered, "kept": self.kept, "identical": self.identical, "ties": self.ties,
-                "agree": self.agree, "agreement": self.agree / self.kept if self.kept else None,
+        return {"offered": self.offered, "kept": self.kept, "identical": self.identical, "empty": self.empty,
+                "ties": self.ties, "agree": self.agree, "agreement": self.agree / self.kept if self.kept else None,
                 "gold_mean": self.gold_mean}  # fmt: skip
 
 
@@ -167,7 +168,8 @@ def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b:
 
     P(A > B) = sigmoid((g_A - g_B) / temperature) (Bradley & Terry 1952); the label is drawn with a
     seeded generator, so the same inputs and seed give the same comparisons. Identical responses
-    give no comparison; equal gold scores are dropped (``drop_ties``) or labelled by a coin flip.
+    give no comparison, nor does an empty response (a comparison file holds text); equal gold scores
+    are dropped (``drop_ties``) or labelled by a coin flip.
     Each comparison's ``meta`` holds the pair's index in the input, both gold scores and P(chosen > rejected).
     """
     if not len(prompts) == len(responses_a) == len(responses_b):
@@ -183,6 +185,9 @@ def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b:
         u = rng.random()  # drawn for every pair, so one pair's fate never shifts another's label
         if a == b:
             stats.identical += 1
+            continue
+        if not a or not b:
+            stats.empty += 1
             continue
         if x == y and drop_ties:
             stats.ties += 1
