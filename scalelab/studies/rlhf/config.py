@@ -26,7 +26,7 @@ class Config(_Strict):
     """Pre-training corpus of policies and PM backbones."""
     corpus_max_documents: int | None = Field(None, ge=1)
     """Read at most this many documents of the corpus (tiny tests)."""
-    pretrain_iters: int = Field(400, ge=1)
+    pretrain_iters: int = Field(300, ge=1)
     """Optimizer steps of each LM's pre-training (stage 0)."""
     pretrain_batch: int = Field(16, ge=1)
     """Sequences per pre-training step."""
@@ -42,13 +42,13 @@ class Config(_Strict):
     """Learning rate of PM training."""
     pm_batch: int = Field(16, ge=1)
     """Comparisons per PM step."""
-    pm_epochs: float = Field(2.0, gt=0)
+    pm_epochs: float = Field(3.0, gt=0)
     """Epochs over each PM's comparisons."""
     pm_min_steps: int = Field(20, ge=1)
     """At least this many PM steps however few the comparisons."""
     algos: list[Algo] = Field(default_factory=lambda: ["ppo", "rloo", "dpo", "best-of-n"], min_length=1)
     """Optimisers compared on the train PM (gold vs proxy); 'ppo' also runs the size and data axes."""
-    steps: int = Field(40, ge=1)
+    steps: int = Field(30, ge=1)
     """Policy updates of each RL run (DPO: minibatches)."""
     batch_size: int = Field(16, ge=2)
     """Responses per rollout (RLOO: prompts x rloo_k), or DPO pairs per step."""
@@ -56,7 +56,7 @@ class Config(_Strict):
     """Longest response in tokens (bytes)."""
     temperature: float = Field(1.0, gt=0)
     """Sampling temperature of rollouts, labels and evaluations."""
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(5e-4, gt=0)
     """RL learning rate (the paper's 0.01x pre-training lr is too slow for a few dozen steps of a tiny model)."""
     dpo_lr: float = Field(3e-4, gt=0)
     """DPO learning rate."""
@@ -70,7 +70,7 @@ class Config(_Strict):
     """Builtin prompts (function headers of the standard library), train and eval together."""
     eval_prompts: int = Field(32, ge=2)
     """Held-out prompts of every evaluation (never labelled, never trained on)."""
-    eval_every: int = Field(5, ge=1)
+    eval_every: int = Field(3, ge=1)
     """Evaluate every this many RL steps (the points of the sqrt(KL) fits)."""
     online_rounds: int = Field(2, ge=0)
     """Rounds of iterated online training (sample, label, retrain the PM, continue RL); 0 or 1 to skip."""
