@@ -10,7 +10,7 @@ ALGO_COLOR = {"ppo": "C0", "rloo": "C1", "dpo": "C2", "best-of-n": "C3"}
 def _figure(ncols: int = 1, width: float = 6.0):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width * ncols if ncols > 1 else width, 4.2))
+    fig = Figure(figsize=(width * ncols, 4.2), layout="constrained")
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
@@ -27,10 +27,12 @@ def sqrt_kl_figure(results: dict, series_of) -> object:
     fig, (left, right) = _figure(2)
     for ax, key, label, title in ((left, "by_policy_size", "policy_size", "per policy size (train PM)"),
                                   (right, "by_pm_size", "pm", "per proxy PM (largest policy)")):  # fmt: skip
+        shown: set[str] = set()
         for i, fit in enumerate(fits[key] + (fits["by_labels"] if key == "by_pm_size" else [])):
             series = series_of(fit["run"])
-            if not series:
+            if not series or fit["run"] in shown:
                 continue
+            shown.add(fit["run"])
             color = f"C{i}"
             d = [r["sqrt_kl"] for r in series]
             ax.plot(d, [r["reward"] for r in series], "o", color=color, ms=4,
@@ -76,7 +78,7 @@ def gold_proxy_figure(results: dict) -> object:
         if fit["alpha"] is not None and d.size:
             x = np.linspace(0, d.max(), 50)
             ax.plot(x, x * (fit["alpha"] - fit["beta"] * x), color=color, lw=0.8, alpha=0.6, label="d(α-βd) fit")
-        if g["peak_kl"] is not None:
+        if g["peak_kl"] is not None and g["gold_fit"].get("peak_in_range"):
             ax.axvline(np.sqrt(g["peak_kl"]), color="0.5", ls=":", lw=0.8)
         ax2 = ax.twinx()
         proxy = [r["proxy"] for r in rows]
