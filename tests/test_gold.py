@@ -73,8 +73,8 @@ def test_noiseless_labeller_prefers_the_higher_gold_score_and_drops_ties_and_dup
     assert pairs[0].source == "gold:balanced"
     kept, stats = label_pairs(prompts, a, b, "balanced", temperature=0.0, drop_ties=False)
     assert stats.kept == 3  # the tie is labelled by a coin flip
-    _, stats = label_pairs([HEAD], ["f(x)"], [""], "balanced", temperature=0.0)
-    assert stats.kept == 0 and stats.empty == 1
+    _, stats = label_pairs([HEAD] * 2, ["f(x)", "f(x)"], ["", "\n   "], "balanced", temperature=0.0)
+    assert stats.kept == 0 and stats.empty == 2
 
 
 def test_noisy_labeller_agrees_with_gold_at_the_bradley_terry_rate_and_is_seeded():

@@ -160,7 +160,7 @@ def test_micro_study_end_to_end_and_rerun_reuses_every_run(tmp_path):
     preset.write_text(MICRO)
     work = tmp_path / "work"
     out = run_study("rlhf", str(preset), workdir=work, progress=False)
-    assert out["failed"] == 0 and out["ran"] == out["planned"] == 9
+    assert out["failed"] == 0 and out["ran"] == out["planned"] == 10
     r = out["results"]
     assert r["missing"] == []
     assert {"a", "b", "r2", "b_ci"} <= set(r["sqrt_kl_fit"])
@@ -171,4 +171,4 @@ def test_micro_study_end_to_end_and_rerun_reuses_every_run(tmp_path):
     # the train PM and the test PM are two halves of one labelled set, sampled once
     assert len(list((work / "labels").glob("*.json"))) == 2  # the base set and online round 0's policy
     again = run_study("rlhf", str(preset), workdir=work, progress=False)
-    assert again["ran"] == 0 and again["skipped"] == 9
+    assert again["ran"] == 0 and again["skipped"] == 10

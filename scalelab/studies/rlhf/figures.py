@@ -30,7 +30,7 @@ def sqrt_kl_figure(results: dict, series_of) -> object:
         shown: set[str] = set()
         for i, fit in enumerate(fits[key] + (fits["by_labels"] if key == "by_pm_size" else [])):
             series = series_of(fit["run"])
-            if not series or fit["run"] in shown:
+            if not series or fit["run"] in shown or fit["b"] is None:
                 continue
             shown.add(fit["run"])
             color = f"C{i}"
