@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import traceback
 from pathlib import Path
@@ -171,7 +172,7 @@ def labelled_source(spec: GoldPMSpec, source: LabelSource, workdir: Path) -> tup
     path.parent.mkdir(parents=True, exist_ok=True)
     for target, write in ((path, lambda p: save_comparisons(comparisons, p)),
                           (info_path, lambda p: p.write_text(json.dumps(info)))):  # fmt: skip
-        tmp = target.with_name(f".{target.name}.tmp{id(spec)}")
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
         write(tmp)
         tmp.replace(target)  # the info file last: its presence means the set is complete
     return load_comparisons(path, format="generic")[0], info
