@@ -128,7 +128,7 @@ def sections(results: dict, store, config) -> list:
     figs = figures(results, store)
     fits = results["sqrt_kl_fits"]
     fit_keys = ("run", "policy_size", "pm", "labels", "params", "a", "b", "b_ci", "r2", "n", "run_id")
-    fit_rows = [{k: f.get(k) for k in fit_keys} for key in fits for f in fits[key]]
+    fit_rows = [{"axis": key.removeprefix("by_"), **{k: f.get(k) for k in fit_keys}} for key in fits for f in fits[key]]
     gold_rows = [{"algo": a, "alpha": g["gold_fit"]["alpha"], "beta": g["gold_fit"]["beta"],
                   "r2": g["gold_fit"]["r2"], "peak_kl": g["peak_kl"], "peak_kl_ci": g["gold_fit"]["ci"]["peak_kl"],
                   "gold_start": g["gold_start"], "gold_end": g["gold_end"], "proxy_b": g["proxy_fit"]["b"],
