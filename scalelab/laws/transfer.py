@@ -7,7 +7,7 @@ The paper fits D_T = k D_F^alpha N^beta (Eq. 1.2; N non-embedding parameters) an
 Python, k = 1.9e4, alpha = 0.18, beta = 0.38 in the low-data regime.
 
 - `invert_scratch_curve`: D_E from one size's measured from-scratch L(D), interpolated linearly in
-  log D between the measured points; a loss outside the measured range is reached by a power law
+  log-log between the measured points; a loss outside the measured range is reached by a power law
   through the two nearest points and FLAGGED (`extrapolated`), never clipped to the range.
 - `transfer_table`: D_E, D_T, the multiplier and ossification (the fine-tuned model worse than
   from scratch on the same data: D_T < 0, Section 3.3) for every (size, D_F).
@@ -46,7 +46,7 @@ def invert_scratch_curve(tokens, loss, target: float) -> tuple[float, str | None
     """(D_E, flag): the from-scratch data at which L(D) = target, and None, 'beyond_largest' or 'below_smallest'.
 
     The measured curve is first made non-increasing (the best loss reached with at most D tokens),
-    then inverted by linear interpolation of log D in L. A target below the lowest loss lies beyond
+    then inverted by linear interpolation of log D in log L. A target below the lowest loss lies beyond
     the largest D measured, one above the highest loss before the smallest: both are extrapolated
     along the power law through the two nearest points and flagged.
     """
@@ -72,16 +72,16 @@ def invert_scratch_curve(tokens, loss, target: float) -> tuple[float, str | None
     i = int(np.flatnonzero(y >= target)[-1])  # y[i] >= target > y[i + 1], or target == y[-1]
     if i == d.size - 1 or y[i] == target:
         return float(d[np.flatnonzero(y == y[i])[0]]), None
-    frac = (y[i] - target) / (y[i] - y[i + 1])
+    frac = (math.log(y[i]) - math.log(target)) / (math.log(y[i]) - math.log(y[i + 1]))  # log-log: exact on a power law
     return float(math.exp(math.log(d[i]) + frac * (math.log(d[i + 1]) - math.log(d[i])))), None
 
 
 def scratch_loss_at(tokens, loss, d: float) -> float:
-    """The from-scratch loss at D (log-linear interpolation of the non-increasing curve; the end values outside)."""
+    """The from-scratch loss at D (log-log interpolation of the non-increasing curve; the end values outside)."""
     x = np.asarray(tokens, dtype=float)
     order = np.argsort(x, kind="stable")
     y = np.minimum.accumulate(np.asarray(loss, dtype=float)[order])
-    return float(np.interp(math.log(d), np.log(x[order]), y))
+    return float(np.exp(np.interp(math.log(d), np.log(x[order]), np.log(y))))
 
 
 def transfer_table(n: float, scratch_tokens, scratch_loss, finetune_tokens, finetune_loss) -> list[dict]:
