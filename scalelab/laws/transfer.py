@@ -31,6 +31,27 @@ PAPER_TEXT_TO_PYTHON = {"k": 1.9e4, "alpha": 0.18, "beta": 0.38}
 """Hernandez et al. 2021, Eq. 1.2 and Table 1: English text -> Python."""
 
 
+def _curve(tokens, loss) -> tuple[np.ndarray, np.ndarray]:
+    """The measured from-scratch curve sorted by D and made non-increasing (best loss with at most D tokens)."""
+    d = np.asarray(tokens, dtype=float)
+    y = np.asarray(loss, dtype=float)
+    ok = np.isfinite(d) & np.isfinite(y) & (d > 0) & (y > 0)
+    d, y = d[ok], y[ok]
+    if np.unique(d).size < 2:
+        raise UserError("inverting a from-scratch L(D) needs at least two finite points at different D; "
+                        "train from scratch at more data sizes")  # fmt: skip
+    order = np.argsort(d, kind="stable")
+    return d[order], np.minimum.accumulate(y[order])
+
+
+def _tail_points(y: np.ndarray) -> tuple[list[int], list[int]]:
+    """Index pairs of the power laws that extend the curve: below its smallest and beyond its largest D
+    (the nearest points whose losses differ, so that a flat stretch does not make the law flat)."""
+    nxt = np.flatnonzero(y < y[0])
+    last = np.flatnonzero(y > y[-1])
+    return [0, int(nxt[0]) if nxt.size else y.size - 1], [int(last[-1]) if last.size else 0, y.size - 1]
+
+
 def _power_through(d: np.ndarray, loss: np.ndarray, target: float) -> float:
     """D where the power law L = a D^-b through two (D, L) points reaches `target`; inf when it never does."""
     (d0, d1), (l0, l1) = np.log(d), np.log(loss)
@@ -38,7 +59,7 @@ def _power_through(d: np.ndarray, loss: np.ndarray, target: float) -> float:
         return math.inf
     slope = (l1 - l0) / (d1 - d0)  # = -b
     if slope >= 0:
-        return math.inf if target < min(loss) else float(d[0])
+        return math.inf if target < min(loss) else 0.0  # a flat curve: never reached / reached with no data
     return float(math.exp(d0 + (math.log(target) - l0) / slope))
 
 
@@ -50,25 +71,14 @@ def invert_scratch_curve(tokens, loss, target: float) -> tuple[float, str | None
     the largest D measured, one above the highest loss before the smallest: both are extrapolated
     along the power law through the two nearest points and flagged.
     """
-    d = np.asarray(tokens, dtype=float)
-    y = np.asarray(loss, dtype=float)
-    ok = np.isfinite(d) & np.isfinite(y) & (d > 0) & (y > 0)
-    d, y = d[ok], y[ok]
-    if np.unique(d).size < 2:
-        raise UserError("inverting a from-scratch L(D) needs at least two finite points at different D; "
-                        "train from scratch at more data sizes")  # fmt: skip
+    d, y = _curve(tokens, loss)
     if not math.isfinite(target) or target <= 0:
         return math.nan, "no_loss"
-    order = np.argsort(d, kind="stable")
-    d, y = d[order], np.minimum.accumulate(y[order])
+    head, tail = _tail_points(y)
     if target < y[-1]:
-        last = np.flatnonzero(y > y[-1])
-        i = last[-1] if last.size else 0
-        return _power_through(d[[i, -1]], y[[i, -1]], target), "beyond_largest"
+        return _power_through(d[tail], y[tail], target), "beyond_largest"
     if target > y[0]:
-        nxt = np.flatnonzero(y < y[0])
-        j = nxt[0] if nxt.size else d.size - 1
-        return _power_through(d[[0, j]], y[[0, j]], target), "below_smallest"
+        return _power_through(d[head], y[head], target), "below_smallest"
     i = int(np.flatnonzero(y >= target)[-1])  # y[i] >= target > y[i + 1], or target == y[-1]
     if i == d.size - 1 or y[i] == target:
         return float(d[np.flatnonzero(y == y[i])[0]]), None
@@ -77,11 +87,17 @@ def invert_scratch_curve(tokens, loss, target: float) -> tuple[float, str | None
 
 
 def scratch_loss_at(tokens, loss, d: float) -> float:
-    """The from-scratch loss at D (log-log interpolation of the non-increasing curve; the end values outside)."""
-    x = np.asarray(tokens, dtype=float)
-    order = np.argsort(x, kind="stable")
-    y = np.minimum.accumulate(np.asarray(loss, dtype=float)[order])
-    return float(np.exp(np.interp(math.log(d), np.log(x[order]), np.log(y))))
+    """The from-scratch loss at D: log-log interpolation of the non-increasing curve, extended outside it by
+    the same power laws as `invert_scratch_curve` (so that ossification and D_E < D_F agree)."""
+    x, y = _curve(tokens, loss)
+    head, tail = _tail_points(y)
+    if x[0] <= d <= x[-1]:
+        return float(np.exp(np.interp(math.log(d), np.log(x), np.log(y))))
+    i, j = head if d < x[0] else tail
+    if y[i] == y[j]:
+        return float(y[j] if d > x[-1] else y[0])
+    slope = (math.log(y[j]) - math.log(y[i])) / (math.log(x[j]) - math.log(x[i]))
+    return float(math.exp(math.log(y[i]) + slope * (math.log(d) - math.log(x[i]))))
 
 
 def transfer_table(n: float, scratch_tokens, scratch_loss, finetune_tokens, finetune_loss) -> list[dict]:

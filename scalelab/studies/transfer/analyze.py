@@ -69,8 +69,8 @@ def analyze(store, config: Config) -> dict:
                      "limited by compute, not by data (raise max_iters for the full picture)")  # fmt: skip
     extrap = [r for r in rows if r["extrapolated"]]
     if extrap:
-        notes.append(f"{len(extrap)} of {len(rows)} D_E values lie outside the measured from-scratch range and are "
-                     "extrapolated along a power law (flagged 'extrapolated'; widen scratch_tokens to measure them)")  # fmt: skip
+        notes.append(f"{len(extrap)} of {len(rows)} D_E values lie outside the measured from-scratch range and "
+                     "are extrapolated along a power law (flagged; widen scratch_tokens to measure them)")  # fmt: skip
     ft_d = sorted({r["D_F"] for r in rows})
     orders = math.log10(ft_d[-1] / ft_d[0]) if len(ft_d) > 1 else 0.0
     if orders < 3:

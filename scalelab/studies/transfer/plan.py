@@ -39,9 +39,13 @@ def pretrain_config(config: Config, size: str) -> RunConfig:
 
 
 def stage1_config(config: Config, size: str, tokens: int, parent: RunConfig | None) -> RunConfig:
-    """A fine-tune (parent: the pre-trained run) or a from-scratch run (parent None) on `tokens` of B."""
+    """A fine-tune (parent: the pre-trained run) or a from-scratch run (parent None) on `tokens` of B.
+
+    A small D is seen many times per `eval_every` steps: it is evaluated at least once an epoch, so that
+    early stopping catches its best point before it overfits."""
+    epoch_steps = tokens // (config.batch_size * config.block_size)
     train = {"iters": config.max_iters, "lr": config.lr, "min_lr": config.lr, "schedule": "constant",
-             "warmup_iters": min(10, config.max_iters // 10), "eval_every": config.eval_every,
+             "warmup_iters": min(10, config.max_iters // 10), "eval_every": max(1, min(config.eval_every, epoch_steps)),
              "ckpt_every": config.max_iters, "early_stop_patience": config.patience}  # fmt: skip
     if parent is not None:
         train["init_from"] = f"run:{parent.name}@{parent.config_hash()}"
