@@ -24,7 +24,7 @@ Presets: quick (2 CPU cores, a few minutes), full (one GPU).
 
 from scalelab.studies.transfer.analyze import analyze, summary
 from scalelab.studies.transfer.config import Config
-from scalelab.studies.transfer.figures import figures
+from scalelab.studies.transfer.figures import figures, sections
 from scalelab.studies.transfer.plan import plan
 
-__all__ = ["Config", "analyze", "figures", "plan", "summary"]
+__all__ = ["Config", "analyze", "figures", "plan", "sections", "summary"]

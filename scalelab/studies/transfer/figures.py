@@ -81,3 +81,22 @@ def _multiplier(res: dict):
 def figures(res: dict, store=None) -> list:
     """Three figures: loss vs data per size, D_T vs D_F with the fit, multiplier vs D_F."""
     return [_loss_curves(res), _transferred(res), _multiplier(res)]
+
+
+def sections(res: dict, store, config) -> list:
+    """Summary, the three figures, the D_T table (one row per fine-tune) and the runs."""
+    from scalelab.report import Section
+
+    keys = ("size", "N", "D_F", "loss_finetuned", "loss_scratch_at_D_F", "D_E", "D_T", "multiplier", "extrapolation",
+            "ossified", "run_id")  # fmt: skip
+    table = [{k: r.get(k) for k in keys} for r in res["table"]]
+    runs = store.list_runs(["id", "name", "status", "params", "tokens", "flops", "final_val_loss"], config.name)
+    text = ("D_E: the from-scratch data reaching the fine-tuned loss, read off each size's from-scratch curve "
+            "(log-log interpolation; 'beyond_largest' / 'below_smallest': extrapolated along a power law). "
+            "D_T = D_E - D_F; multiplier = D_E / D_F; ossified: worse than from scratch at D_F.")  # fmt: skip
+    from scalelab.studies.transfer.analyze import summary
+
+    return [Section("Summary", summary(res)),
+            Section("Figures", figures=figures(res, store)),
+            Section("Effective data transferred", text, tables=[table]),
+            Section("Runs", "Every number here traces back to these run ids.", tables=[runs])]  # fmt: skip
