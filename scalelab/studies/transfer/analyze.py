@@ -80,9 +80,9 @@ def analyze(store, config: Config) -> dict:
         outside = [k for k, ok in fit["paper_inside"].items() if not ok]
         notes.append("The paper's text -> Python values (k 1.9e4, alpha 0.18, beta 0.38) lie "
                      + (f"outside the intervals of {', '.join(outside)}" if outside else "inside every interval")
-                     + ". Here N is 1e4-1e6 non-embedding parameters, tokens are bytes (the paper's BPE token "
-                     "holds about 4 characters, which moves k) and the runs are short: small-scale values "
-                     "need not match.")  # fmt: skip
+                     + f". Here N is {min(e['N'] for e in sizes):.2g}-{max(e['N'] for e in sizes):.2g} non-embedding "
+                     "parameters, D counts the tokens of this tokenizer (the paper's BPE token holds about 4 "
+                     "characters, which moves k) and the runs are short: small values need not match.")  # fmt: skip
     return {"group": config.name, "sizes": sizes, "table": rows, "fit": fit, "paper": PAPER_TEXT_TO_PYTHON,
             "multiplier": [{k: r[k] for k in ("size", "N", "D_F", "multiplier", "extrapolated")} for r in rows],
             "ossified": [{k: r[k] for k in ("size", "D_F", "loss_finetuned", "loss_scratch_at_D_F")}
