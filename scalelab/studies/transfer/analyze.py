@@ -73,7 +73,7 @@ def analyze(store, config: Config) -> dict:
                      "are extrapolated along a power law (flagged; widen scratch_tokens to measure them)")  # fmt: skip
     ft_d = sorted({r["D_F"] for r in rows})
     orders = math.log10(ft_d[-1] / ft_d[0]) if len(ft_d) > 1 else 0.0
-    if orders < 3:
+    if rows and orders < 3:
         notes.append(f"D_F spans {orders:.1f} orders of magnitude, fewer than the paper's design of >= 3")
     fit = _fit(rows, config)
     if "error" not in fit:

@@ -12,6 +12,11 @@ def _colors(n: int) -> list:
     return [plt.get_cmap("viridis")(x) for x in np.linspace(0.0, 0.85, max(n, 1))]
 
 
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:  # an empty study draws empty axes, without a warning
+        ax.legend(fontsize=7)
+
+
 def _loss_curves(res: dict):
     import matplotlib.pyplot as plt
 
@@ -27,7 +32,7 @@ def _loss_curves(res: dict):
     ax.set_ylabel("best validation loss on B (nats/token)")
     ax.set_title("Fine-tuned vs from scratch")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax)
     return fig
 
 
@@ -53,7 +58,7 @@ def _transferred(res: dict):
     ax.set_xlabel("fine-tuning tokens D_F")
     ax.set_ylabel("effective data transferred D_T = D_E - D_F")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax)
     return fig
 
 
@@ -74,7 +79,7 @@ def _multiplier(res: dict):
     ax.set_ylabel("effective data multiplier D_E / D_F")
     ax.set_title("Below 1: ossification (pre-training hurts); hollow: extrapolated")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax)
     return fig
 
 
