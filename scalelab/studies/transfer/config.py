@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from scalelab.config import _Strict
 
@@ -55,15 +55,22 @@ class Config(_Strict):
     device: str = "auto"
     """auto, cpu, cuda, cuda:1, ..."""
 
-    @model_validator(mode="after")
-    def _check(self) -> Config:
-        if self.tokenizer in ("char", "bpe"):
-            raise ValueError(f"tokenizer={self.tokenizer!r} is trained per corpus, so A and B would get different "
-                             "vocabularies; use 'byte' or a tokenizer folder (tokenizer.json)")  # fmt: skip
-        if self.tokenizer != "byte" and not Path(self.tokenizer).expanduser().exists():
-            raise ValueError(f"tokenizer {self.tokenizer!r} is neither 'byte' nor an existing tokenizer folder")
-        small = [d for d in [*self.finetune_tokens, *self.scratch_tokens] if d < self.block_size + 2]
+    @field_validator("tokenizer")
+    @classmethod
+    def _one_tokenizer(cls, v: str) -> str:
+        if v in ("char", "bpe"):
+            raise ValueError(f"tokenizer={v!r} is trained per corpus, so A and B would get different vocabularies; "
+                             "use 'byte' or a tokenizer folder (tokenizer.json)")  # fmt: skip
+        if v != "byte" and not Path(v).expanduser().exists():
+            raise ValueError(f"tokenizer {v!r} is neither 'byte' nor an existing tokenizer folder")
+        return v
+
+    @field_validator("finetune_tokens", "scratch_tokens")
+    @classmethod
+    def _at_least_a_window(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        block = info.data.get("block_size", 0)
+        small = [d for d in v if d < block + 2]
         if small:
-            raise ValueError(f"token counts {small} hold less than one window of block_size + 1 = "
-                             f"{self.block_size + 1} tokens; raise them or lower block_size")  # fmt: skip
-        return self
+            raise ValueError(f"token counts {small} hold less than one window of block_size + 1 = {block + 1} "
+                             "tokens; raise them or lower block_size")  # fmt: skip
+        return v
