@@ -202,3 +202,19 @@ def policy_logprobs(model: GPT, rollout: Rollout, temperature: float | None = No
         hs = captured["h"]  # (B, T, C)
         h = hs.gather(1, idx[:, :, None].expand(-1, -1, hs.size(-1)))  # (B, R, C)
     return logp, entropy, h
+
+
+def rollout_from_ids(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], *, eot_id: int,
+                     device: torch.device | str = "cpu", temperature: float = 1.0) -> Rollout:  # fmt: skip
+    """Given (not sampled) responses as a Rollout, for scoring their log-probabilities (DPO, tests)."""
+    prompts = [list(map(int, p)) for p in prompt_ids]
+    responses = [list(map(int, r)) for r in response_ids]
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    resp_len = torch.tensor([len(r) for r in responses], device=device)
+    if (lens < 1).any() or (resp_len < 1).any():
+        raise UserError("every prompt and every response needs at least one token")
+    buf = torch.full((len(prompts), int((lens + resp_len).max()) + 1), PAD_ID, dtype=torch.long, device=device)
+    for b, (p, r) in enumerate(zip(prompts, responses)):
+        buf[b, : len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
+    ended = torch.tensor([bool(r) and r[-1] == eot_id for r in responses], device=device)
+    return _assemble(prompts, buf, torch.zeros(buf.shape, device=device), lens, resp_len, ended, temperature)
