@@ -42,4 +42,4 @@ def dpo_step(policy: GPT, optimizer: torch.optim.Optimizer, chosen: Rollout, rej
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], spec.max_grad_norm)
     optimizer.step()
-    return {"loss": float(loss), **stats}
+    return {"loss": float(loss.detach()), **stats}
