@@ -110,8 +110,8 @@ class RLTrainer:
             ref_logp = self._ref_logp(ro)
             if self.value_fn is not None:
                 old_logp, _, old_values = evaluate(self.m.policy, self.value_fn, ro)
-            else:
-                old_logp = policy_logprobs(self.m.policy, ro)[0]
+            else:  # the sampling log-probs are the policy's (to float rounding): no second forward
+                old_logp = ro.logprobs
         kl_tok = kl_per_token(old_logp, ref_logp, mask, spec.kl_estimator)
         lam = self.kl_ctl.value
         rew = shape_rewards(scores, kl_tok, mask, ro.ended, lambda_kl=lam, no_end_penalty=spec.no_end_penalty)
