@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from scalelab.align.backbones import GPTBackbone
 from scalelab.align.pm import PreferenceModel
+from scalelab.align.pm_run import PMRunSpec
 from scalelab.align.rl import trainer as trainer_mod
 from scalelab.align.rl.config import RLRunSpec
 from scalelab.align.rl.run import rl_worker, run_rl
@@ -113,7 +114,12 @@ def test_rloo_dpo_and_best_of_n_runs(lab):
     pairs = [{"prompt": f"def g{i}(x):", "chosen": " return x", "rejected": " pass"} for i in range(6)]
     (lab / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     dpo = run_rl(spec(lab, algo="dpo", dpo_data=str(lab / "pairs.jsonl"), steps=2, batch_size=4), lab / "w")
-    assert dpo["steps"] == 2
+    assert dpo["steps"] == 2 and dpo["samples"] == 16
+    pm = PreferenceModel.load(lab / "pm")  # a PM that records its training data: DPO uses its train split
+    pm.meta = {"spec": PMRunSpec(data=str(lab / "pairs.jsonl"), base=str(lab / "policy"), test_fraction=0.5).to_dict()}
+    pm.save(lab / "pm_with_data" / "pm")
+    dpo2 = run_rl(spec(lab, algo="dpo", pm=str(lab / "pm_with_data"), steps=1, batch_size=8), lab / "w")
+    assert 0 < dpo2["samples"] < 12  # both sides of the PM's training pairs only, not its test pairs
     bon = run_rl(spec(lab, algo="best-of-n", bon_n=[1, 2, 4]), lab / "w")
     assert [e["step"] for e in bon["evals"]] == [1, 2, 4]
     assert [e["kl"] for e in bon["evals"]] == pytest.approx([0.0, 0.1931472, 0.6362944])
@@ -170,3 +176,28 @@ def test_cli_rl_train_json(lab, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["rl", "train", "--policy", str(lab / "policy"), "--workdir", str(lab / "w")])
     assert exc.value.code == 2 and "preference model" in capsys.readouterr().err
+
+
+def test_run_refs_and_sweep_worker(lab):
+    """'run:NAME' resolves to the completed run of that name in the group; kind 'rl' runs through run_worker."""
+    import shutil
+
+    from scalelab.sweep.worker import run_worker
+
+    w = lab / "w"
+    store = RunStore.in_workdir(w)
+    pol = store.create_run("policy", {}, "h-policy", group="g")
+    pm = store.create_run("pm", {}, "h-pm", group="g")
+    for run_id, src in ((pol, lab / "policy"), (pm, lab / "pm")):
+        shutil.copytree(src, w / "runs" / run_id)
+        store.update_run(run_id, status="completed")
+    rl = store.create_run("rl", {}, "h-rl", group="g")
+    store.close()
+    cfg = spec(lab, policy="run:policy", pm="run:pm", group="g", steps=2, run_hashes={"run:pm": "h-pm"}).to_dict()
+    out = run_worker("rl", cfg, str(w), rl, 1)
+    assert out["status"] == "completed", out
+    record, rows = read_run_files(w / "runs" / rl)
+    assert record["status"] == "completed" and record["summary"]["steps"] == 2 and rows
+    stale = spec(lab, policy="run:policy", pm="run:pm", group="g", run_hashes={"run:pm": "other"}).to_dict()
+    failed = run_worker("rl", stale, str(w), rl, 1)
+    assert failed["status"] == "failed" and "no completed run named 'pm' with config hash other" in failed["error"]

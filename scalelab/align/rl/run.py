@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from scalelab.align.pm_data import load_set
-from scalelab.align.pm_run import _write_json
+from scalelab.align.pm_run import PMRunSpec, _write_json, load_data
 from scalelab.align.pm_train import write_progress
 from scalelab.align.rl.config import RLRunSpec
 from scalelab.align.rl.fits import sqrt_kl_fit
@@ -104,10 +104,14 @@ def _setup(spec: RLRunSpec, workdir: Path, rewards: dict[str, RewardFn] | None) 
 
 def _dpo_pairs(spec: RLRunSpec, pm, tokenizer, context: int) -> list[tuple[list[int], list[int], list[int]]]:
     """(prompt, chosen + eot, rejected + eot) token ids of the DPO comparisons that fit the context."""
-    data = spec.dpo_data or ((pm.meta.get("spec") or {}).get("data") if pm is not None else None)
-    if not data:
+    pm_spec = (pm.meta.get("spec") if pm is not None else None) or None
+    if spec.dpo_data:
+        data, comparisons = spec.dpo_data, load_set(spec.dpo_data, seed=spec.seed).comparisons
+    elif pm_spec:  # exactly the PM's training split (Bai et al. compare against the PM's own comparisons)
+        data = pm_spec["data"]
+        comparisons = load_data(PMRunSpec.from_dict(pm_spec), pm)[1]
+    else:
         raise UserError("DPO needs comparisons: set dpo_data (a comparison file) or give --pm a PM run trained on one")
-    comparisons = load_set(data, seed=spec.seed).comparisons
     eot, out = tokenizer.eot_id, []
     for c in comparisons:
         prompt = [int(t) for t in tokenizer.encode(c.prompt)] if c.prompt else [eot]
