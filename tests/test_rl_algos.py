@@ -18,6 +18,8 @@ from scalelab.data.tokenizers import ByteTokenizer, CharTokenizer
 from scalelab.errors import UserError
 from scalelab.model.gpt import GPT, GPTConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_gae_by_hand():
     rewards = torch.tensor([[0.0, 0.0, 1.0], [2.0, 0.0, 0.0]])

@@ -16,6 +16,8 @@ from scalelab.align.rl.rollout import PAD_ID, policy_logprobs, sample_responses
 from scalelab.errors import UserError
 from scalelab.model.gpt import GPT, GPTConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def tiny_gpt(vocab: int = 7, block: int = 32, seed: int = 0, recipe: str = "gpt2") -> GPT:
     torch.manual_seed(seed)
@@ -185,3 +187,18 @@ def test_spec_validation_and_hash():
     with pytest.raises(UserError, match="lamda"):
         RLRunSpec.from_dict({"policy": "p", "pm": "q", "lamda": 0.9})
     assert RLRunSpec(policy="p", reward="gold", gold="parses").pm is None
+
+
+def test_prompts_builtin_files_and_split(tmp_path):
+    from scalelab.align.rl.prompts import builtin_prompts, read_prompt_file, split_prompts
+
+    b = builtin_prompts(8)
+    assert len(b) == 8 and b == builtin_prompts(8) and all(p.startswith("def ") and p.endswith(":\n    ") for p in b)
+    (tmp_path / "p.jsonl").write_text('{"q": "a"}\n{"q": "b"}\n')
+    assert read_prompt_file(tmp_path / "p.jsonl", field="q") == ["a", "b"]
+    with pytest.raises(UserError, match="no string field 'prompt'"):
+        read_prompt_file(tmp_path / "p.jsonl")
+    (tmp_path / "p.txt").write_text("x\n\ny\nz\nw\n")
+    train, held = split_prompts(read_prompt_file(tmp_path / "p.txt"), 2)
+    assert len(held) == 2 and sorted(train + held) == ["w", "x", "y", "z"]
+    assert split_prompts(["only"], 4) == (["only"], ["only"])

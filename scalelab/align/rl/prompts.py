@@ -8,6 +8,7 @@ trained on code comparisons (``code:stdlib``) scores it.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -21,6 +22,11 @@ SPLIT_SEED = 1234  # the eval prompts do not change with the run's seed: runs co
 
 def builtin_prompts(n: int, *, max_chars: int = 48, per_document: int = 2) -> list[str]:
     """Up to `n` distinct function headers (12..max_chars characters) from the stdlib corpus, deterministic."""
+    return list(_builtin(n, max_chars, per_document))
+
+
+@functools.lru_cache(maxsize=8)
+def _builtin(n: int, max_chars: int, per_document: int) -> tuple[str, ...]:
     from scalelab.data.sources import iter_documents
 
     seen: set[str] = set()
@@ -35,10 +41,10 @@ def builtin_prompts(n: int, *, max_chars: int = 48, per_document: int = 2) -> li
             out.append(header + "\n    ")
             taken += 1
             if len(out) >= n:
-                return out
+                return tuple(out)
             if taken >= per_document:
                 break
-    return out
+    return tuple(out)
 
 
 def read_prompt_file(path: str | Path, field: str = "prompt") -> list[str]:
