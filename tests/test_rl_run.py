@@ -109,7 +109,7 @@ def test_resume_is_exact(lab, monkeypatch):
 
 
 def test_rloo_dpo_and_best_of_n_runs(lab):
-    rloo = run_rl(spec(lab, algo="rloo", rloo_k=4, steps=2), lab / "w")
+    rloo = run_rl(spec(lab, algo="rloo", rloo_k=4, steps=2, kl_estimator="k3", top_k=50), lab / "w")
     assert rloo["steps"] == 2 and rloo["kl"] is not None
     pairs = [{"prompt": f"def g{i}(x):", "chosen": " return x", "rejected": " pass"} for i in range(6)]
     (lab / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
