@@ -201,3 +201,14 @@ def test_run_refs_and_sweep_worker(lab):
     stale = spec(lab, policy="run:policy", pm="run:pm", group="g", run_hashes={"run:pm": "other"}).to_dict()
     failed = run_worker("rl", stale, str(w), rl, 1)
     assert failed["status"] == "failed" and "no completed run named 'pm' with config hash other" in failed["error"]
+
+
+def test_default_lr_is_a_hundredth_of_pretraining(lab):
+    from scalelab.align.rl.models import DEFAULT_LR, load_policy
+
+    s = spec(lab, lr=None)
+    assert load_policy(s, lab / "w")[3]["lr"] == DEFAULT_LR  # no run config beside the checkpoint
+    (lab / "policy" / "config.json").write_text(json.dumps({"train": {"lr": 3e-4}}))
+    policy, reference, _, info = load_policy(s, lab / "w")
+    assert info["lr"] == pytest.approx(3e-6) and info["pretrain_lr"] == 3e-4
+    assert not any(p.requires_grad for p in reference.parameters()) and policy.training
