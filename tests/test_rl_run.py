@@ -176,6 +176,12 @@ def test_cli_rl_train_json(lab, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["rl", "train", "--policy", str(lab / "policy"), "--workdir", str(lab / "w")])
     assert exc.value.code == 2 and "preference model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["rl", "train", "--workdir", str(lab / "w")])
+    assert exc.value.code == 2 and "--policy" in capsys.readouterr().err
+    main(["rl", "train", "--resume", res["run_id"], "--workdir", str(lab / "w"), "--json"])  # finished: nothing to do
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["run_id"] == res["run_id"] and again["steps"] == 2 and again["reward"] == res["reward"]
 
 
 def test_run_refs_and_sweep_worker(lab):
@@ -212,3 +218,26 @@ def test_default_lr_is_a_hundredth_of_pretraining(lab):
     policy, reference, _, info = load_policy(s, lab / "w")
     assert info["lr"] == pytest.approx(3e-6) and info["pretrain_lr"] == 3e-4
     assert not any(p.requires_grad for p in reference.parameters()) and policy.training
+
+
+def test_cli_run_resumes_after_interruption(lab, monkeypatch):
+    real_step = trainer_mod.RLTrainer.step
+    calls = {"n": 0}
+
+    def dies_at_step_3(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(trainer_mod.RLTrainer, "step", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_rl(spec(lab, steps=3, ckpt_every=1, name="rl-x"), lab / "w")
+    monkeypatch.setattr(trainer_mod.RLTrainer, "step", real_step)
+    store = RunStore.in_workdir(lab / "w")
+    assert store.get_run("rl-x")["status"] == "interrupted"
+    store.close()
+    out = run_rl(None, lab / "w", resume="rl-x")
+    assert out["steps"] == 3 and [e["step"] for e in out["evals"]] == [0, 2, 3]
+    with pytest.raises(UserError, match="not an RL run"):
+        run_rl(None, lab / "w", resume="nothing")

@@ -18,8 +18,8 @@ rl_app = typer.Typer(no_args_is_help=True, help="RLHF: optimise a policy against
 
 @rl_app.command("train")
 def train_cmd(
-    policy: str = typer.Option(
-        ..., "--policy", help="The starting policy: an LM run id / name, run folder or checkpoint folder."
+    policy: Optional[str] = typer.Option(
+        None, "--policy", help="The starting policy: an LM run id / name, run folder or checkpoint folder."
     ),
     pm: Optional[str] = typer.Option(
         None, "--pm", help="The proxy preference model: a PM run id or folder (scalelab pm train)."
@@ -33,6 +33,9 @@ def train_cmd(
     ),
     overrides: Optional[list[str]] = SetOpt,
     name: Optional[str] = typer.Option(None, "--name", help="Run name in the store (default: rl-ALGO)."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Continue this RL run (id or name) from its newest checkpoint, with its own settings."
+    ),
     workdir: Path = WorkdirOpt,
     json_out: bool = JsonOpt,
 ):
@@ -44,10 +47,16 @@ def train_cmd(
     from scalelab.align.rl.config import RLRunSpec
     from scalelab.align.rl.run import run_rl
     from scalelab.config import apply_overrides
+    from scalelab.errors import UserError
 
-    raw = {"policy": policy, "pm": pm, "algo": algo, "prompts": prompts, "name": name or f"rl-{algo}"}
-    spec = RLRunSpec.from_dict(apply_overrides(raw, overrides))
-    summary = run_rl(spec, workdir, progress=True)  # progress lines go to stderr
+    if resume is not None:
+        summary = run_rl(None, workdir, progress=True, resume=resume)
+    else:
+        if policy is None:
+            raise UserError("give the starting policy: --policy RUN_OR_CHECKPOINT (or --resume RL_RUN)")
+        raw = {"policy": policy, "pm": pm, "algo": algo, "prompts": prompts, "name": name or f"rl-{algo}"}
+        spec = RLRunSpec.from_dict(apply_overrides(raw, overrides))
+        summary = run_rl(spec, workdir, progress=True)  # progress lines go to stderr
     result = {k: v for k, v in summary.items() if k != "evals"}
     result["n_evals"] = len(summary.get("evals", []))
     if json_out:

@@ -51,17 +51,26 @@ from scalelab.train.loop import resolve_device
 from scalelab.train.record import FileRecorder, StoreRecorder
 
 
-def run_rl(spec: RLRunSpec, workdir: str | Path, *, progress: bool = False,
-           rewards: dict[str, RewardFn] | None = None) -> dict:  # fmt: skip
-    """Create the run in the store, train, record; returns the summary. `rewards` overrides gold names (tests)."""
+def run_rl(spec: RLRunSpec | None, workdir: str | Path, *, progress: bool = False,
+           rewards: dict[str, RewardFn] | None = None, resume: str | None = None) -> dict:  # fmt: skip
+    """Create the run in the store, train, record; returns the summary. `rewards` overrides gold names (tests).
+
+    With `resume` (a run id / name), continue that RL run from its newest checkpoint with its own spec.
+    """
     workdir = Path(workdir)
+    store = RunStore.in_workdir(workdir)
+    if resume is not None:
+        run = store.get_run(resume)
+        if run is None or set(run["config"]) - set(RLRunSpec.model_fields) or "policy" not in run["config"]:
+            raise UserError(f"{resume!r} is not an RL run in {workdir}; see `scalelab runs`")
+        spec, run_id = RLRunSpec.from_dict(run["config"]), run["id"]
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    store = RunStore.in_workdir(workdir)
     setup = _setup(spec, workdir, rewards)
-    counts = setup["models"].policy.param_counts()
-    run_id = store.create_run(spec.name, spec.to_dict(), spec.config_hash(), group=spec.group,
-                              params=counts["params"], params_nonembed=counts["params_nonembed"])  # fmt: skip
+    if resume is None:
+        counts = setup["models"].policy.param_counts()
+        run_id = store.create_run(spec.name, spec.to_dict(), spec.config_hash(), group=spec.group,
+                                  params=counts["params"], params_nonembed=counts["params_nonembed"])  # fmt: skip
     return execute(spec, setup, workdir, run_id, StoreRecorder(store, run_id), progress=progress)
 
 
