@@ -41,8 +41,7 @@ def train_cmd(
 ):
     """Train a policy with RL against a PM; evaluate reward and KL on held-out prompts; record the run.
 
-    Every RLRunSpec field can be set with --set, e.g. --set steps=50 --set lambda_kl=0.01
-    --set gold=NAME --set eval_pms=['PM2'].
+    Every RLRunSpec field can be set with --set, e.g. --set steps=50 --set lambda_kl=0.01 --set gold=NAME.
     """
     from scalelab.align.rl.config import RLRunSpec
     from scalelab.align.rl.run import run_rl
