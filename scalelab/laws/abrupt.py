@@ -93,34 +93,39 @@ def abrupt_jumps(compute, thresholded, continuous, n: int, *, z: float = Z_DEFAU
     return AbruptResult(bool(flagged.any()), zs.tolist(), d.tolist(), d_hat.tolist(), float(v), s, largest)
 
 
-def _smooth_ladder(rng, x, n: int, jitter: float):
-    """A smooth ladder: answer log-prob linear in log10 C from about log(1/n) to log(0.9), with jitter."""
+def _smooth_ladder(rng, x, n: int, jitter: float, link_power: float = 1.0):
+    """A smooth ladder: answer log-prob linear in log10 C from about log(1/n) to log(0.9), with jitter; exact
+    match is a binomial share at exp(log-prob / link_power) (1: the rule's own link; > 1: greedy decoding
+    beating sampling, as when each answer token is the argmax at moderate probability)."""
     lo, hi = rng.uniform(np.log(1.0 / n), np.log(0.3)), rng.uniform(np.log(0.5), np.log(0.95))
     c_true = lo + (hi - lo) * (x - x[0]) / (x[-1] - x[0]) + rng.normal(0, jitter, x.size)
     c_true = np.minimum(c_true, -1e-3)
-    a = rng.binomial(n, np.exp(c_true)) / n
+    a = rng.binomial(n, np.exp(c_true / link_power)) / n
     return a, c_true + rng.normal(0, 0.02, x.size)  # the measured c: a mean over n examples, itself a bit noisy
 
 
 def simulate_rule(n_ladders: int = 2000, *, sizes: int = 5, n: int = 64, jitter: float = 0.1,
-                  step_from: float = 0.02, step_to: float = 0.7, seed: int = 0, z: float = Z_DEFAULT,
-                  min_jump: float = MIN_JUMP_DEFAULT) -> dict:  # fmt: skip
+                  step_from: float = 0.02, step_to: float = 0.7, link_power: float = 1.0, seed: int = 0,
+                  z: float = Z_DEFAULT, min_jump: float = MIN_JUMP_DEFAULT) -> dict:  # fmt: skip
     """False-positive rate on smooth ladders and power against planted steps.
 
     Smooth: the answer log-prob is linear in log compute (plus `jitter` nats of size-to-size noise)
     and exact match is a binomial share of n at exp(log-prob). Step: the same smooth log-prob, but
     exact match is `step_from` below a random size and `step_to` from it on (a jump the continuous
-    metric does not show). Returns {"false_positive_rate", "power", "n_ladders", ...}.
+    metric does not show). `link_power` > 1 makes the smooth ladders' exact match exp(c / link_power):
+    the false-positive rate when greedy decoding beats the rule's link.
+    Returns {"false_positive_rate", "power", "n_ladders", ...}.
     """
     rng = np.random.default_rng(seed)
     x = np.arange(sizes) * 0.5 + 12.0  # half a decade of compute between sizes
     fp = hits = 0
     for _ in range(n_ladders):
-        a, c = _smooth_ladder(rng, x, n, jitter)
+        a, c = _smooth_ladder(rng, x, n, jitter, link_power)
         fp += abrupt_jumps(10**x, a, c, n, z=z, min_jump=min_jump).abrupt
         at = int(rng.integers(1, sizes))
         p = np.where(np.arange(sizes) >= at, step_to, step_from)
-        c_flat = np.log(step_from) + 0.3 * (x - x[0]) + rng.normal(0, jitter, sizes)  # smooth and low
+        c_flat = np.log(max(step_from, 0.5 / n)) + 0.3 * (x - x[0]) + rng.normal(0, jitter, sizes)  # smooth and low
         hits += abrupt_jumps(10**x, rng.binomial(n, p) / n, c_flat, n, z=z, min_jump=min_jump).abrupt
     return {"false_positive_rate": fp / n_ladders, "power": hits / n_ladders, "n_ladders": n_ladders,
-            "sizes": sizes, "n": n, "jitter": jitter, "step": [step_from, step_to], "z": z, "min_jump": min_jump}  # fmt: skip
+            "sizes": sizes, "n": n, "jitter": jitter, "step": [step_from, step_to], "link_power": link_power,
+            "z": z, "min_jump": min_jump}  # fmt: skip

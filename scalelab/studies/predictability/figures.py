@@ -1,0 +1,98 @@
+"""Figures of the predictability study: loss vs compute beside each task's exact match and answer log-prob
+vs compute (final points of every size, and each run's evaluations during training), and the table of
+forecast errors (Ganguli et al. 2022, figure 2's contrast)."""
+
+from __future__ import annotations
+
+import math
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves_figure(results: dict):
+    """Panel 0: validation loss vs FLOPs; then one column per task: exact match (top), log-prob (bottom)."""
+    plt = _plt()
+    tasks, rows = results["tasks"], results["sizes"]
+    cols = 1 + len(tasks)
+    fig, axes = plt.subplots(2, cols, figsize=(2.9 * cols, 5.6), squeeze=False)
+    colors = plt.cm.viridis([i / max(1, len(rows) - 1) for i in range(len(rows))])
+    ax = axes[0][0]
+    for color, r in zip(colors, rows):
+        pts = results["loss_curves"].get(r["run_id"], [])
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, alpha=0.5, lw=1)
+    ax.plot([r["flops"] for r in rows], [r["val_loss"] for r in rows], "ko-", ms=4, label="final")
+    for e in (results.get("forecast") or {}).get("loss", {}).get("runs", []):
+        ax.plot([next(r["flops"] for r in rows if r["name"] == e["run"])], [e["predicted"]], "r*", ms=10,
+                label="forecast")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel="validation loss", title="loss (smooth)")
+    ax.legend(fontsize=7)
+    axes[1][0].axis("off")
+    for j, task in enumerate(tasks, start=1):
+        for i, metric in enumerate(("exact", "logprob")):
+            ax = axes[i][j]
+            for color, r in zip(colors, rows):
+                pts = results["task_curves"].get(task, {}).get(r["run_id"], {}).get(metric, [])
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, alpha=0.5, lw=1)
+            xs = [r["flops"] for r in rows]
+            ys = [r["tasks"][task][metric] for r in rows]
+            if metric == "exact":
+                lo = [y - (r["tasks"][task]["exact_ci"] or [y, y])[0] for y, r in zip(ys, rows)]
+                hi = [(r["tasks"][task]["exact_ci"] or [y, y])[1] - y for y, r in zip(ys, rows)]
+                ax.errorbar(xs, ys, yerr=[lo, hi], fmt="ko-", ms=4, capsize=2)
+            else:
+                ax.plot(xs, ys, "ko-", ms=4)
+            for e in (results.get("forecast") or {}).get("tasks", {}).get(task, []):
+                x = next(r["flops"] for r in rows if r["name"] == e["run"])
+                ax.plot([x], [e[f"{metric}_predicted"]], "r*", ms=10)
+            abrupt = results["abrupt"].get(task)
+            title = f"{task}" + (" (abrupt)" if abrupt else "") if metric == "exact" else f"{task}: log p(answer)"
+            ax.set(xscale="log", xlabel="training FLOPs", title=title,
+                   ylabel="exact match" if metric == "exact" else "nats")  # fmt: skip
+            if metric == "exact":
+                ax.set_ylim(-0.03, 1.03)
+    fig.suptitle("Loss falls smoothly; task exact match can jump (red star: forecast from the smaller runs)")
+    fig.tight_layout()
+    return fig
+
+
+def forecast_table_figure(results: dict):
+    """The forecast errors of the largest run: loss (relative) vs every task's exact match and log-prob."""
+    plt = _plt()
+    fe = results.get("task_forecast_errors") or {}
+    cells = [["loss (validation)", _pct(results.get("loss_forecast_error")), "", ""]]
+    for task, e in fe.items():
+        cells.append([task, _pct(e.get("logprob_rel_error")), f"{e['exact_abs_error']:.2f}",
+                      "abrupt" if results["abrupt"].get(task) else "smooth"])  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(cells) + 1.2))
+    ax.axis("off")
+    table = ax.table(cellText=cells, colLabels=["metric", "relative error (loss / log-prob)",
+                                                "exact-match error (abs.)", "jump verdict"], loc="center")  # fmt: skip
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1, 1.3)
+    ax.set_title("Forecast of the largest run from the smaller runs")
+    fig.tight_layout()
+    return fig
+
+
+def _pct(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+def figures(results: dict, store=None) -> list:
+    """The loss-vs-tasks panels and the forecast-error table (the table only once a forecast exists)."""
+    if not results["sizes"]:
+        return []
+    out = [curves_figure(results)]
+    if results.get("loss_forecast_error") is not None:
+        out.append(forecast_table_figure(results))
+    return out
