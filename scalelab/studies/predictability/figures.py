@@ -35,6 +35,11 @@ def curves_figure(results: dict):
     ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel="validation loss", title="loss (smooth)")
     ax.legend(fontsize=7)
     axes[1][0].axis("off")
+    note = (
+        "thin lines: each run's evaluations\nduring training (colour: size)\nblack: final values;\n"
+        "bars: Wilson 95%\nred star: forecast of the largest\nrun from the smaller ones"
+    )
+    axes[1][0].text(0, 0.5, note, fontsize=8, va="center")
     for j, task in enumerate(tasks, start=1):
         for i, metric in enumerate(("exact", "logprob")):
             ax = axes[i][j]
