@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import math
 
+PER_ROW = 4
+"""Tasks per band of panels."""
+
 
 def _plt():
     import matplotlib
@@ -17,11 +20,17 @@ def _plt():
 
 
 def curves_figure(results: dict):
-    """Panel 0: validation loss vs FLOPs; then one column per task: exact match (top), log-prob (bottom)."""
+    """First column: validation loss vs FLOPs; then per task (PER_ROW to a band of two rows): exact match (top)
+    and answer log-prob (bottom) vs FLOPs."""
     plt = _plt()
     tasks, rows = results["tasks"], results["sizes"]
-    cols = 1 + len(tasks)
-    fig, axes = plt.subplots(2, cols, figsize=(2.9 * cols, 5.6), squeeze=False)
+    bands = max(1, math.ceil(len(tasks) / PER_ROW))
+    cols = 1 + min(PER_ROW, len(tasks))
+    fig, grid = plt.subplots(2 * bands, cols, figsize=(2.9 * cols, 2.8 * 2 * bands), squeeze=False)
+    for band in range(1, bands):
+        grid[2 * band][0].axis("off")
+        grid[2 * band + 1][0].axis("off")
+    axes = grid
     colors = plt.cm.viridis([i / max(1, len(rows) - 1) for i in range(len(rows))])
     ax = axes[0][0]
     for color, r in zip(colors, rows):
@@ -40,9 +49,10 @@ def curves_figure(results: dict):
         "bars: Wilson 95%\nred star: forecast of the largest\nrun from the smaller ones"
     )
     axes[1][0].text(0, 0.5, note, fontsize=8, va="center")
-    for j, task in enumerate(tasks, start=1):
+    for k, task in enumerate(tasks):
+        band, j = divmod(k, PER_ROW)
         for i, metric in enumerate(("exact", "logprob")):
-            ax = axes[i][j]
+            ax = axes[2 * band + i][1 + j]
             for color, r in zip(colors, rows):
                 pts = results["task_curves"].get(task, {}).get(r["run_id"], {}).get(metric, [])
                 if pts:
@@ -64,6 +74,11 @@ def curves_figure(results: dict):
                    ylabel="exact match" if metric == "exact" else "nats")  # fmt: skip
             if metric == "exact":
                 ax.set_ylim(-0.03, 1.03)
+    for k in range(len(tasks), bands * PER_ROW):
+        band, j = divmod(k, PER_ROW)
+        if 1 + j < cols:
+            axes[2 * band][1 + j].axis("off")
+            axes[2 * band + 1][1 + j].axis("off")
     fig.suptitle("Loss falls smoothly; task exact match can jump (red star: forecast from the smaller runs)")
     fig.tight_layout()
     return fig
