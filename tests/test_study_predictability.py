@@ -76,11 +76,14 @@ def test_empty_task_set_is_a_clear_error(tmp_path, micro):
 @pytest.mark.slow
 def test_micro_study_end_to_end(tmp_path, micro, one_torch_thread):
     res = run_study("predictability", micro, workdir=tmp_path / "w", progress=False)
-    assert res["completed"] == 4 if "completed" in res else res["ran"] == 4
+    assert res["ran"] == 4 and res["completed"] == 4
     out = res["results"]
     assert set(out["abrupt"]) == {"add1", "brackets"} and all(isinstance(v, bool) for v in out["abrupt"].values())
     assert math.isfinite(out["loss_forecast_error"]) and out["loss_forecast_error"] >= 0
     assert set(out["task_forecast_errors"]) == {"add1", "brackets"}
+    lo, hi = out["forecast"]["loss"]["runs"][0]["interval"]  # a 95% prediction interval beside every forecast
+    assert lo < out["forecast"]["loss"]["runs"][0]["predicted"] < hi
+    assert 0 <= out["forecast"]["tasks"]["add1"][0]["exact_interval"][0] <= 1
     row = out["sizes"][-1]
     assert 0 <= row["tasks"]["add1"]["exact"] <= 1 and row["tasks"]["add1"]["logprob"] < 0
     curve = out["task_curves"]["add1"][row["run_id"]]["exact"]

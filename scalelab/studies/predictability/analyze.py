@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from scalelab.errors import UserError
 from scalelab.evals.tasks import N_EVAL, metric_name
 from scalelab.laws.abrupt import abrupt_jumps
 from scalelab.studies.predictability.config import Config
@@ -31,25 +30,36 @@ def _series(store, run_ids: list[str], split: str, name: str) -> dict[str, list[
             for rid, rows in store.metric_series(run_ids, split, name).items()}  # fmt: skip
 
 
+def line_forecast(x: np.ndarray, y: np.ndarray, x0: float, level: float = 0.95) -> dict:
+    """Least-squares line y = a + b x read at x0, with its OLS prediction interval (Student t, n - 2 dof):
+    the spread of a new observation, parameter uncertainty included. With 2 points the interval is None."""
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    b, a = np.polyfit(x, y, 1)
+    pred = float(a + b * x0)
+    if x.size <= 2:
+        return {"predicted": pred, "interval": None}
+    s = math.sqrt(float(np.sum((y - a - b * x) ** 2)) / (x.size - 2))
+    se = s * math.sqrt(1 + 1 / x.size + (x0 - x.mean()) ** 2 / float(np.sum((x - x.mean()) ** 2)))
+    t = float(stats.t.ppf(0.5 + level / 2, x.size - 2))
+    return {"predicted": pred, "interval": [pred - t * se, pred + t * se]}
+
+
 def forecast_loss(compute: np.ndarray, loss: np.ndarray, target: float) -> dict:
-    """L(C) = E + A C^-alpha fitted on the smaller runs (log-log line when it cannot be fitted), at `target`."""
-    from scalelab.laws import fit_power_law
-
-    try:
-        fit = fit_power_law(compute, loss)
-        return {"law": "E + A C^-alpha", "predicted": float(fit.predict(np.array([target]))[0]),
-                "params": {"E": fit.E, "A": fit.A, "alpha": fit.alpha}}  # fmt: skip
-    except (UserError, ValueError, RuntimeError, AttributeError):
-        slope, icept = np.polyfit(np.log(compute), np.log(loss), 1)
-        return {"law": "A C^-alpha", "predicted": float(np.exp(icept + slope * np.log(target))),
-                "params": {"A": float(np.exp(icept)), "alpha": float(-slope)}}  # fmt: skip
+    """L(C) = (C_c / C)^alpha (Kaplan et al. 2020's compute law, a line in log-log; an irreducible term is not
+    identifiable from a handful of small runs) fitted on the smaller runs, at `target`, with a 95% interval."""
+    f = line_forecast(np.log(compute), np.log(loss), math.log(target))
+    return {"law": "(C_c / C)^alpha", "predicted": math.exp(f["predicted"]),
+            "interval": [math.exp(v) for v in f["interval"]] if f["interval"] else None}  # fmt: skip
 
 
-def forecast_line(compute: np.ndarray, values: np.ndarray, target: float, clip: tuple | None = None) -> float:
-    """A straight line in log10 C fitted on the smaller runs, read at `target` (optionally clipped)."""
-    slope, icept = np.polyfit(np.log10(compute), values, 1)
-    pred = float(icept + slope * math.log10(target))
-    return float(np.clip(pred, *clip)) if clip else pred
+def forecast_metric(compute: np.ndarray, values: np.ndarray, target: float, lo: float, hi: float) -> dict:
+    """A task metric as a line in log10 C fitted on the smaller runs, at `target` (point and interval clipped
+    to the metric's range [lo, hi])."""
+    f = line_forecast(np.log10(compute), values, math.log10(target))
+    clip = lambda v: float(min(max(v, lo), hi))  # noqa: E731
+    return {"predicted": clip(f["predicted"]), "interval": [clip(v) for v in f["interval"]] if f["interval"] else None}
 
 
 def _forecasts(rows: list[dict], tasks: list[str], holdout: int) -> tuple[dict, dict]:
@@ -60,19 +70,22 @@ def _forecasts(rows: list[dict], tasks: list[str], holdout: int) -> tuple[dict, 
     for t in test:
         f = forecast_loss(C, np.array([r["val_loss"] for r in train]), t["flops"])
         loss_out.append({"run": t["name"], "actual": t["val_loss"], **f,
+                         "inside": _inside(t["val_loss"], f["interval"]),
                          "rel_error": abs(f["predicted"] - t["val_loss"]) / t["val_loss"]})  # fmt: skip
     tasks_out = {}
     for task in tasks:
         entries = []
         for t in test:
-            ex = forecast_line(C, np.array([r["tasks"][task]["exact"] for r in train]), t["flops"], (0.0, 1.0))
-            lp = forecast_line(C, np.array([r["tasks"][task]["logprob"] for r in train]), t["flops"], (None, 0.0))
+            ex = forecast_metric(C, np.array([r["tasks"][task]["exact"] for r in train]), t["flops"], 0.0, 1.0)
+            lp = forecast_metric(C, np.array([r["tasks"][task]["logprob"] for r in train]), t["flops"], -math.inf, 0.0)
             a_ex, a_lp = t["tasks"][task]["exact"], t["tasks"][task]["logprob"]
-            entries.append({"run": t["name"], "exact_predicted": ex, "exact_actual": a_ex,
-                            "exact_abs_error": abs(ex - a_ex),
-                            "exact_rel_error": abs(ex - a_ex) / a_ex if a_ex > 0 else None,
-                            "logprob_predicted": lp, "logprob_actual": a_lp, "logprob_abs_error": abs(lp - a_lp),
-                            "logprob_rel_error": abs(lp - a_lp) / abs(a_lp) if a_lp else None})  # fmt: skip
+            entries.append({"run": t["name"], "exact_predicted": ex["predicted"], "exact_interval": ex["interval"],
+                            "exact_actual": a_ex, "exact_abs_error": abs(ex["predicted"] - a_ex),
+                            "exact_inside": _inside(a_ex, ex["interval"]),
+                            "logprob_predicted": lp["predicted"], "logprob_interval": lp["interval"],
+                            "logprob_actual": a_lp, "logprob_abs_error": abs(lp["predicted"] - a_lp),
+                            "logprob_rel_error": abs(lp["predicted"] - a_lp) / abs(a_lp) if a_lp else None,
+                            "logprob_inside": _inside(a_lp, lp["interval"])})  # fmt: skip
         tasks_out[task] = entries
     return {"runs": loss_out, "rel_error": float(np.mean([e["rel_error"] for e in loss_out]))}, tasks_out
 
@@ -117,9 +130,30 @@ def analyze(store, config: Config) -> dict:
         res["loss_forecast_error"] = loss["rel_error"]
         res["task_forecast_errors"] = {t: {"exact_abs_error": float(np.mean([e["exact_abs_error"] for e in es])),
                                            "logprob_abs_error": float(np.mean([e["logprob_abs_error"] for e in es])),
-                                           "logprob_rel_error": _mean([e["logprob_rel_error"] for e in es])}
+                                           "logprob_rel_error": _mean([e["logprob_rel_error"] for e in es]),
+                                           "exact_inside": [e["exact_inside"] for e in es]}
                                        for t, es in per_task.items()}  # fmt: skip
     return res
+
+
+def _interval_texts(results: dict) -> list[str]:
+    """'loss 1.58 [1.48, 1.68], actual 1.50 inside', then each task's exact match, for the first held-out run."""
+    fc = results["forecast"]
+    out = []
+    for label, pred, iv, actual in [("loss", fc["loss"]["runs"][0]["predicted"], fc["loss"]["runs"][0]["interval"],
+                                     fc["loss"]["runs"][0]["actual"])] + [
+        (f"{t} exact", es[0]["exact_predicted"], es[0]["exact_interval"], es[0]["exact_actual"])
+        for t, es in fc["tasks"].items()
+    ]:  # fmt: skip
+        where = "" if iv is None else (" inside" if iv[0] <= actual <= iv[1] else " OUTSIDE")
+        band = "" if iv is None else f" [{iv[0]:.2f}, {iv[1]:.2f}]"
+        out.append(f"{label} {pred:.2f}{band}, actual {actual:.2f}{where}")
+    return out
+
+
+def _inside(actual: float, interval: list | None) -> bool | None:
+    """Whether the actual value lies in the forecast's prediction interval (None without an interval)."""
+    return None if interval is None else bool(interval[0] <= actual <= interval[1])
 
 
 def _mean(values) -> float | None:
@@ -137,6 +171,7 @@ def summary(results: dict) -> str:
                      f"{100 * results['loss_forecast_error']:.1f}% (relative); exact match off by "
                      + ", ".join(f"{t} {v['exact_abs_error']:.2f}" for t, v in results["task_forecast_errors"].items())
                      + " (absolute share).")  # fmt: skip
+        lines.append("95% prediction intervals of the first held-out run: " + "; ".join(_interval_texts(results)) + ".")
     if results["abrupt"]:
         jumped = [t for t, a in results["abrupt"].items() if a]
         lines.append("Abrupt (exact match jumps beyond its log-prob trend, z > "

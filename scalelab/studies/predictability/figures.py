@@ -87,21 +87,34 @@ def curves_figure(results: dict):
 def forecast_table_figure(results: dict):
     """The forecast errors of the largest run: loss (relative) vs every task's exact match and log-prob."""
     plt = _plt()
-    fe = results.get("task_forecast_errors") or {}
-    cells = [["loss (validation)", _pct(results.get("loss_forecast_error")), "", ""]]
-    for task, e in fe.items():
-        cells.append([task, _pct(e.get("logprob_rel_error")), f"{e['exact_abs_error']:.2f}",
+    fc = results["forecast"]
+    loss = fc["loss"]["runs"][0]
+    cells = [["loss (validation)", _pct(results.get("loss_forecast_error")), _band(loss["interval"], loss["actual"]),
+              "", "", ""]]  # fmt: skip
+    for task, e in (results.get("task_forecast_errors") or {}).items():
+        first = fc["tasks"][task][0]
+        cells.append([task, _pct(e.get("logprob_rel_error")), _band(first["logprob_interval"], first["logprob_actual"]),
+                      f"{e['exact_abs_error']:.2f}", _band(first["exact_interval"], first["exact_actual"]),
                       "abrupt" if results["abrupt"].get(task) else "smooth"])  # fmt: skip
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(cells) + 1.2))
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(cells) + 1.4))
     ax.axis("off")
-    table = ax.table(cellText=cells, colLabels=["metric", "relative error (loss / log-prob)",
-                                                "exact-match error (abs.)", "jump verdict"], loc="center")  # fmt: skip
+    labels = ["metric", "rel. error (loss / log-prob)", "95% interval: actual", "exact-match error (abs.)",
+              "95% interval: actual", "jump verdict"]  # fmt: skip
+    table = ax.table(cellText=cells, colLabels=labels, loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     table.scale(1, 1.3)
-    ax.set_title("Forecast of the largest run from the smaller runs")
+    ax.set_title(f"Forecast of {loss['run']} from the smaller runs (first held-out run)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _band(interval, actual) -> str:
+    """'[1.48, 1.68]: 1.50 in' (or 'out'): a prediction interval and where the actual value fell."""
+    if interval is None:
+        return ""
+    inside = "in" if interval[0] <= actual <= interval[1] else "OUT"
+    return f"[{interval[0]:.2f}, {interval[1]:.2f}]: {actual:.2f} {inside}"
 
 
 def _pct(v) -> str:
