@@ -109,8 +109,8 @@ TASKS: dict[str, Callable[[np.random.Generator], Example]] = {
 }  # fmt: skip
 """Every task's one-example generator, by name."""
 
-SPACE = {"add1": 100, "add2": 10**4, "add3": 10**6, "add4": 10**8, "copy": 26**8, "brackets": 3**2 + 3**5,
-         "expr": 1000 * 9, "induction": 10**12}  # fmt: skip
+SPACE = {"add1": 100, "add2": 10**4, "add3": 10**6, "add4": 10**8, "copy": 26**8,
+         "brackets": sum(3**d for d in range(2, 6)), "expr": 10 * 3 * 10 * 3 * 10, "induction": 10**12}  # fmt: skip
 """Distinct prompts of each task (about): whether avoiding the evaluation prompts in training is possible."""
 
 
