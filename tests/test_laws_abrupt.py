@@ -34,7 +34,7 @@ def test_small_jumps_and_drops_are_not_abrupt():
 
 def test_false_positive_rate_and_power():
     sim = simulate_rule(400, seed=1)
-    assert sim["false_positive_rate"] <= 0.02  # measured 0.003 over 1000 ladders (docs/predictability.md)
+    assert sim["false_positive_rate"] <= 0.02  # measured 0.0025 over 2000 ladders (docs/predictability.md)
     assert sim["power"] >= 0.95
     weak = simulate_rule(400, seed=1, step_from=0.2, step_to=0.5)
     assert 0.2 < weak["power"] < sim["power"]  # a smaller step is found less often
@@ -47,3 +47,13 @@ def test_bad_input_is_a_clear_error():
         abrupt_jumps(C, [0, 1], [-3, -1], 64)
     with pytest.raises(UserError, match="share"):
         abrupt_jumps(C, [0, 1, 2, 3, 4], [-3, -2, -1, -1, -1], 64)
+
+
+def test_fitted_link_keeps_greedy_smooth_ladders_smooth():
+    # exact match = exp(log-prob / 2): greedy decoding beating sampling, smoothly; a fixed link k = 1 cries wolf
+    fixed = simulate_rule(400, seed=2, link_power=2.0, fit_link=False)["false_positive_rate"]
+    fitted = simulate_rule(400, seed=2, link_power=2.0)["false_positive_rate"]
+    assert fitted <= 0.02 < fixed  # measured 0.008 vs 0.078 over 2000 ladders
+    logprob = np.linspace(-4.0, -0.4, 5)
+    res = abrupt_jumps(C, np.exp(logprob / 2), logprob, 64)
+    assert not res.abrupt and abs(res.link_power - 2.0) < 0.15
