@@ -69,6 +69,11 @@ class DataConfig(_Strict):
     """The repeated subset is made of fixed-length chunks or of whole documents."""
     train_tokens: Positive | None = None
     """Keep only the first D tokens of the training split, cycled (a dataset of D unique tokens); None: all."""
+    tasks: dict[str, float] = Field(default_factory=dict)
+    """Capability tasks mixed into the train split: task -> share of the training tokens, e.g.
+    {"add2": 0.05} (Ganguli et al. 2022; tasks in scalelab/data/task_mix.py); {}: none."""
+    eval_tasks: list[str] = Field(default_factory=list)
+    """Capability tasks scored (exact match, answer log-prob) at every evaluation of a sweep or study run."""
 
     @model_validator(mode="after")
     def _check_fractions(self) -> DataConfig:
@@ -219,6 +224,9 @@ class RunConfig(_Strict):
         for section, key in UNHASHED_WHEN_NONE:  # fields added later: old configs keep their hash
             if d[section].get(key, 0) is None:
                 d[section].pop(key)
+        for key in ("tasks", "eval_tasks"):  # new fields: a config that leaves them empty keeps its old hash
+            if not d["data"].get(key):
+                d["data"].pop(key, None)
         if self.data.repeat_fraction > 0:  # the token-exact repeated subset (v2) trains other tokens than v1's
             d["data"]["repeat_mixer"] = REPEAT_MIXER_VERSION
         blob = json.dumps(d, sort_keys=True).encode()

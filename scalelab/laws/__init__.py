@@ -16,6 +16,7 @@ who count total parameters, and C = 6 N D holds only approximately for small mod
 attention): pass the D and C each run actually had (`fit_isoflop(..., tokens=)`).
 """
 
+from scalelab.laws.abrupt import abrupt_jumps as abrupt_jumps
 from scalelab.laws.allocation import (
     Allocation,
     allocation_coefficient,

@@ -25,5 +25,6 @@ STUDIES: dict[str, str] = {
     "repetition": "Hernandez et al. 2022: repeated data, double descent, effective size, induction heads",
     "preference": "Askell et al. 2021: ranked vs binary vs imitation preference models, with and without PMP",
     "transfer": "Hernandez et al. 2021: effective data transferred D_T = k D_F^alpha N^beta, text -> Python",
+    "predictability": "Ganguli et al. 2022: smooth loss vs abrupt task capabilities across scale; forecast errors",
 }
 """Every study's package name and a one-line description."""
