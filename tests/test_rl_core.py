@@ -16,10 +16,18 @@ from scalelab.align.rl.rollout import PAD_ID, policy_logprobs, sample_responses
 from scalelab.errors import UserError
 from scalelab.model.gpt import GPT, GPTConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-def tiny_gpt(vocab: int = 7, block: int = 32, seed: int = 0) -> GPT:
+
+def tiny_gpt(vocab: int = 7, block: int = 32, seed: int = 0, recipe: str = "gpt2") -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=block, vocab_size=vocab)).eval()
+    cfg = GPTConfig(recipe=recipe, n_layer=1, n_head=2, n_embd=16, block_size=block, vocab_size=vocab,
+                    bias=recipe == "gpt2", tie_embeddings=recipe == "gpt2")  # fmt: skip
+    model = GPT(cfg)
+    if recipe == "modern":  # zero-initialised projections would make every position alike
+        for p in model.parameters():
+            torch.nn.init.normal_(p, 0.0, 0.3)
+    return model.eval()
 
 
 # ----------------------------------------------------------------------------- KL
@@ -130,9 +138,10 @@ def test_rollout_mixed_lengths_stop_at_end_token():
     assert any(ro.ended) and ro.response_lengths.tolist() == [len(r) for r in ro.response_ids]
 
 
-def test_rollout_logprobs_equal_full_forward_and_no_cache():
-    """Lock-step sampling through the cache equals one full forward, and sampling without the cache."""
-    model = tiny_gpt()
+@pytest.mark.parametrize("recipe", ["gpt2", "modern"])
+def test_rollout_logprobs_equal_full_forward_and_no_cache(recipe):
+    """Left-padded sampling through the cache equals one full forward, and sampling without the cache."""
+    model = tiny_gpt(recipe=recipe)
     prompts = [[1, 2, 3, 4, 5], [2], [3, 3, 1]]
     kw = dict(max_new_tokens=10, temperature=0.8, eot_id=6)
     a = sample_responses(model, prompts, generator=torch.Generator().manual_seed(1), **kw)
@@ -145,8 +154,9 @@ def test_rollout_logprobs_equal_full_forward_and_no_cache():
     assert (entropy[a.response_mask] > 0).all()
 
 
-def test_batched_greedy_equals_one_prompt_at_a_time():
-    model = tiny_gpt(seed=2)
+@pytest.mark.parametrize("recipe", ["gpt2", "modern"])
+def test_batched_greedy_equals_one_prompt_at_a_time(recipe):
+    model = tiny_gpt(seed=2, recipe=recipe)
     prompts = [[1, 2, 3, 4, 5, 1], [2], [3, 3, 1]]
     batch = sample_responses(model, prompts, max_new_tokens=8, temperature=0, eot_id=6)
     for p, resp in zip(prompts, batch.response_ids):
@@ -177,3 +187,18 @@ def test_spec_validation_and_hash():
     with pytest.raises(UserError, match="lamda"):
         RLRunSpec.from_dict({"policy": "p", "pm": "q", "lamda": 0.9})
     assert RLRunSpec(policy="p", reward="gold", gold="parses").pm is None
+
+
+def test_prompts_builtin_files_and_split(tmp_path):
+    from scalelab.align.rl.prompts import builtin_prompts, read_prompt_file, split_prompts
+
+    b = builtin_prompts(8)
+    assert len(b) == 8 and b == builtin_prompts(8) and all(p.startswith("def ") and p.endswith(":\n    ") for p in b)
+    (tmp_path / "p.jsonl").write_text('{"q": "a"}\n{"q": "b"}\n')
+    assert read_prompt_file(tmp_path / "p.jsonl", field="q") == ["a", "b"]
+    with pytest.raises(UserError, match="no string field 'prompt'"):
+        read_prompt_file(tmp_path / "p.jsonl")
+    (tmp_path / "p.txt").write_text("x\n\ny\nz\nw\n")
+    train, held = split_prompts(read_prompt_file(tmp_path / "p.txt"), 2)
+    assert len(held) == 2 and sorted(train + held) == ["w", "x", "y", "z"]
+    assert split_prompts(["only"], 4) == (["only"], ["only"])

@@ -25,11 +25,13 @@ def train_cmd(
 ):
     """Train one model; every run is recorded in the store and resumable."""
     from scalelab.config import load_config
+    from scalelab.evals.tasks import task_evals_for
     from scalelab.presets import load_preset
     from scalelab.train.loop import train
 
     cfg = load_preset(preset, set_) if preset else load_config(config, set_)
-    summary = train(cfg, workdir, resume=resume, progress=_progress())
+    tasks = task_evals_for(cfg, workdir)  # capability tasks named in data.eval_tasks, scored at every eval
+    summary = train(cfg, workdir, resume=resume, progress=_progress(), extra_evals=tasks)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one process speaks for the run
         return
     if summary["status"] == "interrupted":

@@ -183,6 +183,11 @@ def _write_splits(tmp: Path, mode: str, cfg: DataConfig, lengths, labels, dtype)
 def prepare_shards(cfg: DataConfig, cache_root: str | Path, progress: bool = True) -> Shards:
     """Tokenize and split the corpus once; later calls with the same settings read the cache."""
     cache_root = Path(cfg.cache_dir or cache_root)
+    if cfg.tasks:  # capability tasks mixed into the train split, derived from the plain shards (Ganguli et al. 2022)
+        from scalelab.data.task_mix import mixed_shards
+
+        return mixed_shards(prepare_shards(cfg.model_copy(update={"tasks": {}}), cache_root, progress), cfg.tasks,
+                            cache_root)  # fmt: skip
     key = cache_key(cfg)
     final = cache_root / "shards" / key
     if (final / "meta.json").is_file():

@@ -18,6 +18,7 @@ from scalelab.errors import RunBusy
 
 RUN_KINDS: dict[str, str] = {
     "pm": "scalelab.align.pm_run:pm_worker",
+    "rl": "scalelab.align.rl.run:rl_worker",
     "gold-pm": "scalelab.align.gold_pm:gold_pm_worker",
 }
 
@@ -37,12 +38,14 @@ def _train_lm(cfg_dict: dict, workdir: str, run_id: str, threads: int | None, pr
     import torch
 
     from scalelab.config import RunConfig
+    from scalelab.evals.tasks import task_evals_for
     from scalelab.train.loop import train
 
     if threads:
         torch.set_num_threads(threads)
     cfg = RunConfig.model_validate(cfg_dict)
-    extra = _probe_evals(cfg, Path(workdir)) if probes else None
+    extra = _probe_evals(cfg, Path(workdir)) if probes else []
+    extra += task_evals_for(cfg, Path(workdir))  # capability tasks named in data.eval_tasks (issue 11)
     return train(cfg, Path(workdir), run_id=run_id, record="files", progress=False, extra_evals=extra)
 
 

@@ -17,7 +17,7 @@ from scalelab.model.sizes import resolve
 
 # what may never change when a run is continued: the tokens and the model's shape
 FROZEN_DATA = ("source", "text_field", "tokenizer", "vocab_size", "split", "val_fraction", "test_fraction",
-               "max_documents", "repeat_fraction", "repeat_epochs", "repeat_unit")  # fmt: skip
+               "max_documents", "repeat_fraction", "repeat_epochs", "repeat_unit", "train_tokens", "tasks")  # fmt: skip
 
 
 def check_resumable(prior_config: dict, cfg: RunConfig, gpt_cfg: GPTConfig) -> None:

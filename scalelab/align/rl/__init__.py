@@ -7,7 +7,9 @@ One idea per module, readable like CleanRL's single-file PPO:
 - `rewards`: PM score at the real end of each response, no-end penalty, KL penalty; text rewards;
 - `ppo`, `rloo`, `dpo`: the three optimisers; `best_of_n`: the sampling baseline and its KL;
 - `fits`: reward vs sqrt(KL) (Bai et al.) and the gold over-optimisation curve (Gao et al. 2022);
-- `config`: `RLRunSpec`; `run`: one RL run in the store (`run_rl`, `rl_worker`).
+- `config`: `RLRunSpec`; `prompts`: builtin prompts and prompt files; `models`: loading the policy,
+  its frozen reference, PMs and gold rewards; `trainer`: one step, evaluation and resumable state;
+  `run`: one RL run in the store (`run_rl`, and `rl_worker` = run kind "rl" of the sweep executor).
 """
 
 from scalelab.align.rl.best_of_n import best_of_n_kl, best_of_n_select

@@ -1,11 +1,11 @@
 """Rollouts: sample a batch of responses from the policy with the KV cache, exactly, without padding inside.
 
-The GPT has no attention mask beyond causality, so left padding would let prompts attend to pad
-tokens. Instead every row starts at position 0 and the batch advances in lock-step over absolute
-positions: while a row is still inside its own prompt its next token is *forced* to the prompt's
-token (teacher forcing through the cache); once past it, the token is sampled. Each row is thus a
-contiguous sequence, every position costs one cached forward, and the result equals sampling each
-prompt alone. A row stops at its first end token (kept in the response); later positions are padding.
+Prompts of different lengths are left-padded, and two hooks make the padded batch exact (the GPT
+has no attention-mask argument): real tokens never attend to pad tokens, and with learned
+positions each row counts positions from its own first token. One prefill, then one cached
+forward per new token for the whole batch; the result equals sampling each prompt alone. A row
+stops at its first end token (kept in the response); later positions are padding. The returned
+tensors are right-padded (every row starts at position 0), so training forwards need no mask.
 
 The training tensors are *response-aligned*: column j of a (B, R) tensor is the j-th response token,
 `action_pos[b, j]` the position whose logits predict it. PPO, RLOO and the KL work on those.
@@ -91,6 +91,41 @@ def tempered_logprobs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.log_softmax(logits.float() / t, dim=-1)
 
 
+class _LeftPadding:
+    """Hooks that make a left-padded batch compute exactly what each row computes alone.
+
+    Row b has `pad[b]` pad tokens before its prompt. Two hooks (TransformerLens-style, hooks.py):
+    - ``blocks.{i}.attn.pattern``: a real query never attends to a pad key (the pattern is masked
+      and renormalised: softmax over the real keys only); pad queries see only pads, so no row of
+      the pattern is ever empty;
+    - ``embed`` (learned positions only): each row's tokens get positions counted from its own
+      first real token. Rotary positions need nothing: attention sees only position differences.
+    """
+
+    def __init__(self, model: GPT, pad: torch.Tensor, total: int):
+        self.model, self.pad = model, pad  # (B,)
+        self.past = 0  # tokens before the current forward (the cache's position)
+        pos = torch.arange(total, device=pad.device)
+        self.real = pos[None, :] >= pad[:, None]  # (B, total) True on real tokens
+
+    def pattern(self, p: torch.Tensor, name: str) -> torch.Tensor:
+        B, H, T, S = p.shape  # queries are the last T of the S positions
+        block = self.real[:, S - T : S, None] & ~self.real[:, None, :S]  # (B, T, S) real query, pad key
+        p = p.masked_fill(block[:, None], 0.0)
+        return p / p.sum(dim=-1, keepdim=True)
+
+    def embed(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        wpe = self.model.wpe
+        T = x.size(1)
+        shared = torch.arange(self.past, self.past + T, device=x.device)  # (T,) what the model added
+        own = (shared[None, :] - self.pad[:, None]).clamp(min=0)  # (B, T) each row's own positions
+        return x + wpe(own) - wpe(shared)[None]
+
+    def hooks(self) -> list:
+        found = [(lambda n: n.endswith("attn.pattern"), self.pattern)]
+        return found + ([("embed", self.embed)] if self.model.wpe is not None else [])
+
+
 @torch.no_grad()
 def sample_responses(
     policy: GPT,
@@ -105,8 +140,10 @@ def sample_responses(
 ) -> Rollout:
     """Sample one response per prompt; each stops at its first `eot_id` (kept) or after max_new_tokens.
 
-    The recorded log-probabilities are those of the tempered policy (top-k not applied), the
-    distribution that PPO's ratio and the KL penalty use, as in Ziegler et al. 2019.
+    Prompts are left-padded and the pad tokens masked out by hooks (`_LeftPadding`), so one
+    prefill and `max_new_tokens` cached steps serve the whole batch, exactly as if each prompt were
+    sampled alone. The recorded log-probabilities are those of the tempered policy (top-k not
+    applied), the distribution that PPO's ratio and the KL penalty use (Ziegler et al. 2019).
     """
     prompts = [list(map(int, p)) for p in prompt_ids]
     if not prompts:
@@ -121,41 +158,44 @@ def sample_responses(
     was_training = policy.training
     policy.eval()
     device = next(policy.parameters()).device
-    B = len(prompts)
+    B, total = len(prompts), longest + max_new_tokens
     lens = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
-    total = longest + max_new_tokens
-    buf = torch.full((B, total), PAD_ID, dtype=torch.long, device=device)  # (B, T)
+    pad = longest - lens  # (B,) left padding of each row
+    buf = torch.full((B, total), PAD_ID, dtype=torch.long, device=device)  # (B, T) left-padded
     for b, p in enumerate(prompts):
-        buf[b, : len(p)] = torch.tensor(p, dtype=torch.long)
+        buf[b, longest - len(p) : longest] = torch.tensor(p, dtype=torch.long)
     logp_buf = torch.zeros(B, total, device=device)  # log-prob of the token at each position
     done = torch.zeros(B, dtype=torch.bool, device=device)
     ended = torch.zeros(B, dtype=torch.bool, device=device)
     resp_len = torch.zeros(B, dtype=torch.long, device=device)
-    start = int(lens.min())
+    padding = _LeftPadding(policy, pad, total)
+    hooks = padding.hooks() if bool((pad > 0).any()) else []
     cache = KVCache(policy.cfg, B, device, next(policy.parameters()).dtype) if use_cache else None
-    if cache is not None:
-        logits, _ = policy(buf[:, :start], cache=cache)
-    for pos in range(start, total):
-        if cache is None:
-            logits, _ = policy(buf[:, :pos])
-        last = logits[:, -1, :]  # (B, V) predicts position pos
-        sampled = _sample(last, temperature, top_k, generator)  # (B,)
-        in_prompt = pos < lens
-        generating = ~in_prompt & ~done
-        token = torch.where(in_prompt, buf[:, pos], torch.where(generating, sampled, PAD_ID))
-        buf[:, pos] = token
-        lp = tempered_logprobs(last, temperature).gather(1, token[:, None]).squeeze(1)
-        logp_buf[:, pos] = torch.where(generating, lp, 0.0)
-        resp_len += generating.long()
-        hit_end = generating & (token == eot_id)
-        ended |= hit_end
-        done |= hit_end | (generating & (resp_len >= max_new_tokens))
-        if bool(done.all()):
-            break
+    with policy.hooks(hooks):
         if cache is not None:
-            logits, _ = policy(buf[:, pos : pos + 1], cache=cache)
+            logits, _ = policy(buf[:, :longest], cache=cache)
+        for pos in range(longest, total):
+            if cache is None:
+                padding.past = 0
+                logits, _ = policy(buf[:, :pos])
+            last = logits[:, -1, :]  # (B, V) predicts position pos
+            sampled = _sample(last, temperature, top_k, generator)  # (B,)
+            token = torch.where(done, PAD_ID, sampled)
+            buf[:, pos] = token
+            lp = tempered_logprobs(last, temperature).gather(1, token[:, None]).squeeze(1)
+            logp_buf[:, pos] = torch.where(done, 0.0, lp)
+            resp_len += (~done).long()
+            ended |= ~done & (token == eot_id)
+            done |= (token == eot_id) | (resp_len >= max_new_tokens)
+            if bool(done.all()):
+                break
+            if cache is not None:
+                padding.past = pos
+                logits, _ = policy(buf[:, pos : pos + 1], cache=cache)
     policy.train(was_training)
-    return _assemble(prompts, buf, logp_buf, lens, resp_len, ended, temperature)
+    # shift every row left by its padding: prompt at 0..len-1, then the response (the training layout)
+    shift = (torch.arange(total, device=device)[None, :] + pad[:, None]).clamp(max=total - 1)  # (B, T)
+    return _assemble(prompts, buf.gather(1, shift), logp_buf.gather(1, shift), lens, resp_len, ended, temperature)
 
 
 def _assemble(prompts, buf, logp_buf, lens, resp_len, ended, temperature) -> Rollout:
@@ -202,3 +242,19 @@ def policy_logprobs(model: GPT, rollout: Rollout, temperature: float | None = No
         hs = captured["h"]  # (B, T, C)
         h = hs.gather(1, idx[:, :, None].expand(-1, -1, hs.size(-1)))  # (B, R, C)
     return logp, entropy, h
+
+
+def rollout_from_ids(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], *, eot_id: int,
+                     device: torch.device | str = "cpu", temperature: float = 1.0) -> Rollout:  # fmt: skip
+    """Given (not sampled) responses as a Rollout, for scoring their log-probabilities (DPO, tests)."""
+    prompts = [list(map(int, p)) for p in prompt_ids]
+    responses = [list(map(int, r)) for r in response_ids]
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    resp_len = torch.tensor([len(r) for r in responses], device=device)
+    if (lens < 1).any() or (resp_len < 1).any():
+        raise UserError("every prompt and every response needs at least one token")
+    buf = torch.full((len(prompts), int((lens + resp_len).max()) + 1), PAD_ID, dtype=torch.long, device=device)
+    for b, (p, r) in enumerate(zip(prompts, responses)):
+        buf[b, : len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
+    ended = torch.tensor([bool(r) and r[-1] == eot_id for r in responses], device=device)
+    return _assemble(prompts, buf, torch.zeros(buf.shape, device=device), lens, resp_len, ended, temperature)
