@@ -69,6 +69,18 @@ def test_plan_stages_kinds_and_equal_labels(tmp_path):
     assert [r.config_hash for r in plan(config, tmp_path)] == [r.config_hash for r in runs.values()]  # deterministic
 
 
+def test_bad_settings_are_user_errors_naming_the_key():
+    from scalelab.errors import UserError
+    from scalelab.studies.runner import load_study_config
+
+    with pytest.raises(UserError, match="gold"):
+        load_study_config("rlhf", "quick", ["gold='nope'"])
+    with pytest.raises(UserError, match="rloo_k"):
+        load_study_config("rlhf", "quick", ["batch_size=10"])
+    with pytest.raises(UserError, match="stepz"):
+        load_study_config("rlhf", "quick", ["stepz=3"])
+
+
 def test_analysis_recovers_planted_fits_and_matches_runs_by_config_hash(tmp_path):
     config = _config()
     store = RunStore.in_workdir(tmp_path)

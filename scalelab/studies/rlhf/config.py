@@ -92,6 +92,15 @@ class Config(_Strict):
             raise ValueError("every value must be >= 1")
         return sorted(set(v))
 
+    @field_validator("gold")
+    @classmethod
+    def _known_gold(cls, v: str) -> str:
+        from scalelab.align.gold import GOLD_REWARDS
+
+        if v not in GOLD_REWARDS:
+            raise ValueError(f"no gold reward {v!r}; the gold rewards are: {', '.join(GOLD_REWARDS)}")
+        return v
+
     @field_validator("bon_n")
     @classmethod
     def _with_one(cls, v: list[int]) -> list[int]:
