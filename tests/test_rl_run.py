@@ -241,3 +241,25 @@ def test_cli_run_resumes_after_interruption(lab, monkeypatch):
     assert out["steps"] == 3 and [e["step"] for e in out["evals"]] == [0, 2, 3]
     with pytest.raises(UserError, match="not an RL run"):
         run_rl(None, lab / "w", resume="nothing")
+
+
+def test_reference_is_the_original_model_when_given(lab):
+    """A policy that continues an earlier RL run keeps the original model as its KL reference."""
+    from scalelab.align.rl.models import load_policy
+
+    torch.manual_seed(5)
+    save_checkpoint(lab / "tuned" / "ckpt", 0, GPT(CFG), ByteTokenizer(), {})
+    policy, reference, _, _ = load_policy(spec(lab, policy=str(lab / "tuned")), lab / "w")
+    assert all(torch.equal(a, b) for a, b in zip(policy.parameters(), reference.parameters()))
+    tuned = spec(lab, policy=str(lab / "tuned"), reference=str(lab / "policy"))
+    policy, reference, _, _ = load_policy(tuned, lab / "w")
+    original = load_file(next((lab / "policy" / "ckpt").glob("**/*.safetensors")))
+    assert not all(torch.equal(a, b) for a, b in zip(policy.parameters(), reference.parameters()))
+    ref_state = reference.state_dict()
+    assert all(torch.equal(ref_state[k], v) for k, v in original.items() if k in ref_state)
+    assert not any(p.requires_grad for p in reference.parameters())
+    char = CharTokenizer("abcdef(): \n")
+    small = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=char.vocab_size))
+    save_checkpoint(lab / "char" / "ckpt", 0, small, char, {})
+    with pytest.raises(UserError, match="reference"):
+        load_policy(spec(lab, reference=str(lab / "char")), lab / "w")

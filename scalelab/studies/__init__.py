@@ -26,6 +26,6 @@ STUDIES: dict[str, str] = {
     "preference": "Askell et al. 2021: ranked vs binary vs imitation preference models, with and without PMP",
     "transfer": "Hernandez et al. 2021: effective data transferred D_T = k D_F^alpha N^beta, text -> Python",
     "predictability": "Ganguli et al. 2022: smooth loss vs abrupt task capabilities across scale; forecast errors",
-    "rlhf": "Bai et al. 2022, Gao et al. 2022: reward vs sqrt(KL), train vs test PM, gold over-optimisation, online RLHF",
+    "rlhf": "Bai et al. 2022, Gao et al. 2022: reward vs sqrt(KL), train vs test PM, over-optimisation, online RLHF",
 }
 """Every study's package name and a one-line description."""

@@ -30,6 +30,9 @@ class RLRunSpec(_Strict):
     """Sweep group (a study's name); 'run:NAME' references resolve inside it."""
     policy: str
     """The starting policy: a run id / name, a run or checkpoint folder, or 'run:NAME' (completed run of the group)."""
+    reference: str | None = None
+    """The frozen model of the KL penalty (same forms as policy); None: the starting policy. Set it when a
+    policy continues an earlier RL run, so that KL is still measured from the original model."""
     pm: str | None = None
     """The proxy preference model: a PM run id / folder or 'run:NAME'; None when optimising a gold reward."""
     gold: str | None = None

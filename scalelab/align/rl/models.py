@@ -65,7 +65,12 @@ def load_policy(spec: RLRunSpec, workdir: Path) -> tuple[GPT, GPT, object, dict]
     model, tokenizer, info = load_for_inference(folder, workdir, "cpu")
     pre_lr = _pretraining_lr(Path(info["path"]))
     lr = spec.lr if spec.lr is not None else (0.01 * pre_lr if pre_lr else DEFAULT_LR)
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    if spec.reference is None:
+        reference = copy.deepcopy(model)
+    else:
+        reference, ref_tokenizer, _ = load_for_inference(resolve_ref(spec.reference, spec, workdir), workdir, "cpu")
+        check_same_tokenizer(tokenizer, ref_tokenizer, f"reference {spec.reference!r}")
+    reference = reference.eval().requires_grad_(False)
     return model.train(), reference, tokenizer, {**info, "lr": lr, "pretrain_lr": pre_lr}
 
 

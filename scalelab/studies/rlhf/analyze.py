@@ -150,8 +150,8 @@ def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
         },
         "online_gold": final["gold"],
         "gain_online_minus_offline": gain,
-        "note": "the KL of round r > 0 is measured against the policy round r starts from (the RL library's "
-        "reference is the run's starting policy); the comparison is the gold reward",
+        "note": "every round's KL is measured from the original pre-trained policy (its `reference`), as the "
+        "offline run's is; the comparison is the gold reward at equal labels",
     }
 
 

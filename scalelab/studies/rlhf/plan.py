@@ -102,10 +102,12 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
         gold_pm("pm-online-r0", pm_size, [source(base_policy, **base, half=0, max_offered=2 * per_round)],
                 {"half": "train", "round": 0}, 1)  # fmt: skip
 
-    def rl(name: str, policy_run: str, pm_run: str, algo: str, axes: dict, stage: int, steps: int) -> None:
-        refs = [policy_run, pm_run, f"pm-{pm_size}-test"]
+    def rl(name: str, policy_run: str, pm_run: str, algo: str, axes: dict, stage: int, steps: int,
+           reference: str | None = None) -> None:  # fmt: skip
+        refs = [policy_run, pm_run, f"pm-{pm_size}-test"] + ([reference] if reference else [])
         spec = RLRunSpec(
-            name=name, policy=ref(policy_run), pm=ref(pm_run), gold=config.gold, reward="pm",
+            name=name, policy=ref(policy_run), reference=ref(reference) if reference else None, pm=ref(pm_run),
+            gold=config.gold, reward="pm",
             eval_pms=[ref(f"pm-{pm_size}-test")], run_hashes={ref(r): runs[r].config_hash for r in refs},
             algo=algo, prompts="builtin", n_prompts=config.n_prompts, eval_prompts=config.eval_prompts,
             steps=steps, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
@@ -139,5 +141,5 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
             sources += [source(f"ppo-online-r{k}", per_round, config.seed + 100 * (k + 1)) for k in range(r)]
             gold_pm(f"pm-online-r{r}", pm_size, sources, {"half": "train", "round": r}, 2 * r + 1)
             rl(f"ppo-online-r{r}", f"ppo-online-r{r - 1}", f"pm-online-r{r}", "ppo", {"round": r, "pm_size": pm_size},
-               2 * r + 2, steps)  # fmt: skip
+               2 * r + 2, steps, reference=base_policy)  # KL from the original model, as the offline run's  # fmt: skip
     return list(runs.values())
