@@ -148,15 +148,16 @@ def source_tokens(source: str, tokenizer, split: str = "heldout", *, heldout_fra
     """The documents of a data source (stdlib, a file, a folder, ...) in one split, encoded with the
     model's own tokenizer and joined by its end-of-document token: (N,) int64.
 
-    Documents go to 'heldout' or 'train' by a stable hash of their id; `max_tokens` stops early.
+    Documents go to 'heldout' or 'train' by a stable hash of their id ('all': every document);
+    `max_tokens` stops early.
     """
     from scalelab.data.sources import iter_documents
 
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"split must be 'train', 'heldout' or 'all', not {split!r}")
     parts, total = [], 0
     for doc in iter_documents(source, max_documents=max_documents):
-        if _heldout(doc.id, heldout_fraction) != (split == "heldout"):
+        if split != "all" and _heldout(doc.id, heldout_fraction) != (split == "heldout"):
             continue
         try:
             ids = tokenizer.encode(doc.text)
