@@ -22,5 +22,6 @@ STUDIES: dict[str, str] = {
     "scaling": "Kaplan et al. 2020, Hoffmann et al. 2022: L(N), the compute frontier, L(N, D), forecasts",
     "repetition": "Hernandez et al. 2022: repeated data, double descent, effective size, induction heads",
     "preference": "Askell et al. 2021: ranked vs binary vs imitation preference models, with and without PMP",
+    "assistant": "Askell et al. 2021: prompting vs context distillation across size; alignment tax; PM starts; OOD",
 }
 """Every study's package name and a one-line description."""
