@@ -39,7 +39,7 @@ class Config(_Strict):
     pm_pairs: int = Field(600, ge=4)
     """Comparisons built (before the train/test split)."""
     pm_test_fraction: float = Field(0.25, gt=0, lt=1)
-    pm_lr: float = Field(3e-4, gt=0)
+    pm_lr: float = Field(1e-3, gt=0)
     pm_batch: int = Field(16, ge=1)
     pm_min_steps: int = Field(16, ge=1)
     n_choice: int = Field(100, ge=4)

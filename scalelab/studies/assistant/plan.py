@@ -58,8 +58,8 @@ def build_data(config: Config, workdir: Path) -> dict[str, Path]:
     prompt = load_prompt(config.prompt).text
     room = config.context - 3 - len(prompt.encode())
 
-    def fits(c) -> bool:
-        return all(len((c.prompt + r).encode()) + 1 <= room for r in (c.chosen, c.rejected))
+    def fits(c) -> bool:  # both texts fit beside the prompt, and neither is empty (a corruption may delete all)
+        return all(r.strip() and len((c.prompt + r).encode()) + 1 <= room for r in (c.chosen, c.rejected))
 
     pairs = build_automatic(config.pm_target, seed=config.seed, max_pairs=config.pm_pairs, fits=fits,
                             max_chars=max(16, int(0.8 * room)), max_documents=config.corpus_documents)  # fmt: skip
