@@ -11,7 +11,7 @@ from scalelab.studies.runner import load_study_config, run_study
 MICRO = """
 name = "assistant-micro"
 sizes = ["3xs"]
-context = 176
+context = 192
 corpus_documents = 40
 pretrain_iters = 20
 pretrain_batch = 4
@@ -46,6 +46,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_plan_is_staged_and_names_finished_earlier_runs(tmp_path, micro):
     module, config = load_study_config("assistant", micro, ["sizes=['3xs','2xs']"])
     runs = {r.name: r for r in module.plan(config, tmp_path)}
