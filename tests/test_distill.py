@@ -123,3 +123,24 @@ def test_cli_refuses_an_empty_prompt(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["distill", "context", "--model", "x", "--prompt", str(tmp_path / "e.txt"), "--workdir", str(tmp_path)])
     assert e.value.code == 2 and "empty" in capsys.readouterr().err
+
+
+def test_evaluations_report_prompted_and_unprompted_side_by_side(tmp_path, capsys):
+    from scalelab.cli.app import main
+
+    toy = str(_toy(tmp_path / "toy"))
+    (tmp_path / "p.txt").write_text(PROMPT)
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"query": "Q?", "responses": ["yes", "no"], "correct": 0}) + "\n")
+    common = ["--prompt", str(tmp_path / "p.txt"), "--workdir", str(tmp_path), "--json"]
+    main(["eval", "loss", "--model", toy, "--data", "stdlib", "--max-documents", "5", "--windows", "4", *common])
+    loss = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert loss["window"] == 48 - len(PROMPT) and loss["prompt"]["prompt_tokens"] == len(PROMPT)
+    assert math.isfinite(loss["loss"]) and loss["delta"] == pytest.approx(loss["loss_prompted"] - loss["loss"])
+    main(["eval", "choice", toy, "--data", str(items), *common])
+    choice = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"accuracy", "accuracy_prompted", "n_truncated_prompted"} <= set(choice)
+    main(["sample", toy, "-p", "ab", "-n", "4", "--prompt-file", str(tmp_path / "p.txt"), "--workdir", str(tmp_path),
+          "--json"])  # fmt: skip
+    sample = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"sample", "sample_prompted"} <= set(sample) and sample["prompt"]["room"] == 48 - len(PROMPT)

@@ -48,7 +48,7 @@ def figures(results: dict, store=None) -> list:
     fig, ax = _axes("Loss on held-out text of the corpus", "loss (nats / token)")
     _by_start(rows, ax, lambda r, s: r["loss"][s]["mean"], lambda r, s: r["loss"][s]["ci"])
     figs.append(fig)
-    fig, ax = _axes("Alignment tax: loss change without the prompt", "loss - plain model's loss (nats)")
+    fig, ax = _axes("Alignment tax: held-out loss minus the plain model's", "loss change (nats / token)")
     for start in ("prompted", "distilled"):
         color, marker, label = STYLE[start]
         ys = [r["tax"][start]["mean"] for r in rows]
