@@ -13,6 +13,7 @@ name = "assistant-micro"
 sizes = ["3xs"]
 context = 192
 corpus_documents = 40
+pm_documents = 60
 pretrain_iters = 20
 pretrain_batch = 4
 top_k = 8

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scalelab.studies.assistant.config import Config
 from scalelab.studies.assistant.measure import STARTS, measure_size, ood_by_size
-from scalelab.studies.assistant.plan import data_folder, plan
+from scalelab.studies.assistant.plan import corpus_path, data_folder, plan
 
 
 def analyze(store, config: Config) -> dict:
@@ -22,7 +22,7 @@ def analyze(store, config: Config) -> dict:
     found = {p.name: (p, done.get((p.name, p.config_hash))) for p in planned}
     missing = [name for name, (_, run) in found.items() if run is None]
     prompt = load_prompt(config.prompt)
-    corpus = str(data_folder(config, workdir) / "corpus.jsonl")
+    corpus = str(corpus_path(config, workdir))
     sizes = []
     for size in config.sizes:
         lm, student = found[f"lm-{size}"], found[f"distill-{size}"]

@@ -38,6 +38,10 @@ class Config(_Strict):
     """The PM comparison set (automatic), passages short enough to fit beside the prompt."""
     pm_pairs: int = Field(600, ge=4)
     """Comparisons built (before the train/test split)."""
+    pm_documents: int = Field(1000, ge=10)
+    """Documents of the corpus source the comparisons are drawn from (as written, not capitalised)."""
+    pm_epochs: float = Field(2.0, gt=0)
+    """Passes over the training comparisons."""
     pm_test_fraction: float = Field(0.25, gt=0, lt=1)
     pm_lr: float = Field(1e-3, gt=0)
     pm_batch: int = Field(16, ge=1)

@@ -16,16 +16,27 @@ from pathlib import Path
 from scalelab.studies.assistant.config import Config
 from scalelab.sweep.spec import PlannedRun
 
-DATA_KEYS = ("corpus", "corpus_documents", "upper_fraction", "prompt", "context", "pm_target", "pm_pairs",
-             "pm_test_fraction", "seed")  # fmt: skip
+CORPUS_KEYS = ("corpus", "corpus_documents", "upper_fraction", "seed")
+DATA_KEYS = (*CORPUS_KEYS, "prompt", "context", "pm_target", "pm_pairs", "pm_documents", "pm_test_fraction")
+
+
+def _folder(config: Config, workdir: Path, keys: tuple[str, ...]) -> Path:
+    from scalelab.prompting import load_prompt
+
+    key = {k: getattr(config, k) for k in keys}
+    if "prompt" in key:
+        key["prompt"] = load_prompt(config.prompt).digest
+    return Path(workdir) / "studies" / "assistant" / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
 
 
 def data_folder(config: Config, workdir: Path) -> Path:
-    key = {k: getattr(config, k) for k in DATA_KEYS}
-    from scalelab.prompting import load_prompt
+    """The PM comparison files (they depend on the prompt and the context)."""
+    return _folder(config, workdir, DATA_KEYS)
 
-    key["prompt"] = load_prompt(config.prompt).digest
-    return Path(workdir) / "studies" / "assistant" / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
+
+def corpus_path(config: Config, workdir: Path) -> Path:
+    """The corpus (its own folder: the language models do not change when the PM data do)."""
+    return _folder(config, workdir, CORPUS_KEYS) / "corpus.jsonl"
 
 
 def _is_upper(doc_id: str, fraction: float, seed: int) -> bool:
@@ -46,15 +57,18 @@ def build_data(config: Config, workdir: Path) -> dict[str, Path]:
     from scalelab.prompting import load_prompt
 
     folder = data_folder(config, workdir)
-    names = ("corpus", "pm_train", "pm_test", "pm_train_prompted", "pm_test_prompted")
-    paths = {n: folder / f"{n}.jsonl" for n in names} | {"info": folder / "data.json"}
+    names = ("pm_train", "pm_test", "pm_train_prompted", "pm_test_prompted")
+    paths = {n: folder / f"{n}.jsonl" for n in names} | {"info": folder / "data.json",
+                                                         "corpus": corpus_path(config, workdir)}  # fmt: skip
     if paths["info"].is_file():
         return paths
     folder.mkdir(parents=True, exist_ok=True)
     docs = list(iter_documents(config.corpus, max_documents=config.corpus_documents))
     upper = [_is_upper(d.id, config.upper_fraction, config.seed) for d in docs]
-    _write_once(paths["corpus"], [json.dumps({"id": d.id, "text": d.text.upper() if u else d.text})
-                                  for d, u in zip(docs, upper)])  # fmt: skip
+    if not paths["corpus"].is_file():
+        paths["corpus"].parent.mkdir(parents=True, exist_ok=True)
+        _write_once(paths["corpus"], [json.dumps({"id": d.id, "text": d.text.upper() if u else d.text})
+                                      for d, u in zip(docs, upper)])  # fmt: skip
     prompt = load_prompt(config.prompt).text
     room = config.context - 3 - len(prompt.encode())
 
@@ -62,7 +76,7 @@ def build_data(config: Config, workdir: Path) -> dict[str, Path]:
         return all(r.strip() and len((c.prompt + r).encode()) + 1 <= room for r in (c.chosen, c.rejected))
 
     pairs = build_automatic(config.pm_target, seed=config.seed, max_pairs=config.pm_pairs, fits=fits,
-                            max_chars=max(16, int(0.8 * room)), max_documents=config.corpus_documents)  # fmt: skip
+                            max_chars=max(16, int(0.8 * room)), max_documents=config.pm_documents)  # fmt: skip
     train, test = split_set(pairs.comparisons, config.pm_test_fraction, config.seed)
     from dataclasses import replace
 
@@ -129,8 +143,9 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
         runs.append(PlannedRun(student.name, student, {"role": "distill", "size": size}, params, nonembed, fpt,
                                config.distill_steps * 16 * config.distill_window, config.distill_steps,
                                kind="distill", stage=1))  # fmt: skip
-        train = PMTrainConfig(objective="ranked", epochs=1.0, min_steps=config.pm_min_steps, batch_size=config.pm_batch,
-                              lr=config.pm_lr, seed=config.seed, warmup_steps=min(10, config.pm_min_steps // 2))
+        train = PMTrainConfig(objective="ranked", epochs=config.pm_epochs, min_steps=config.pm_min_steps,
+                              batch_size=config.pm_batch, lr=config.pm_lr, seed=config.seed,
+                              warmup_steps=min(10, config.pm_min_steps // 2))  # fmt: skip
         for start, base, stage in (("plain", lm, 1), ("prompted", lm, 1), ("distilled", student, 2)):
             suffix = "_prompted" if start == "prompted" else ""
             spec = PMRunSpec(data=str(data[f"pm_train{suffix}"]), objective="ranked", format="generic",
