@@ -3,7 +3,6 @@ its context-distilled student without the prompt, on the same held-out text and 
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
@@ -36,15 +35,16 @@ def mean_ci(values: np.ndarray, seed: int, n_boot: int = 1000) -> dict:
     return {"mean": float(values.mean()), "ci": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]}
 
 
-def format_items(corpus: str, n: int, seed: int, length: int = 40) -> list[ChoiceItem]:
-    """Binary-choice items of the format: a held-out line as written (lower case) vs the same line in
-    capitals; the capitalised one is 'correct' (it is what the prompt asks for)."""
+def format_items(source: str, skip: int, n: int, seed: int, length: int = 40) -> list[ChoiceItem]:
+    """Binary-choice items of the format: a line of a document the models never saw (the source's
+    documents after the first `skip`, which make the corpus), as written vs in capitals; the
+    capitalised one is 'correct' (it is what the prompt asks for)."""
     from scalelab.data.sources import iter_documents
 
     items: list[ChoiceItem] = []
-    for doc in iter_documents(corpus):
-        if doc.text == doc.text.upper() or int(hashlib.sha1(doc.id.encode()).hexdigest()[:8], 16) % 10:
-            continue  # a tenth of the documents written as they are
+    for i, doc in enumerate(iter_documents(source)):
+        if i < skip:
+            continue
         for line in doc.text.splitlines():
             s = line.strip()[:length]
             if len(s) >= 16 and sum(c.islower() for c in s) >= 8 and s.isascii():
@@ -73,7 +73,7 @@ def measure_size(lm_dir, student_dir, prompt, config, corpus: str) -> dict:
     loss = {k: mean_ci(v, config.seed) for k, v in losses.items()}
     tax = {"distilled": mean_ci(losses["distilled"] - losses["plain"], config.seed),
            "prompted": mean_ci(losses["prompted"] - losses["plain"], config.seed)}
-    items = format_items(corpus, config.n_choice, config.seed)
+    items = format_items(config.corpus, config.corpus_documents, config.n_choice, config.seed)
     plain = choice_side_by_side(PreferenceModel(GPTBackbone(lm), tok, "imitation"), items, prompt)
     distilled = choice_side_by_side(PreferenceModel(GPTBackbone(student), tok, "imitation"), items)
     choice = {"plain": plain["accuracy"], "prompted": plain["accuracy_prompted"], "distilled": distilled["accuracy"],
