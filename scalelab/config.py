@@ -67,6 +67,8 @@ class DataConfig(_Strict):
     """Times R the subset is seen; it holds f * D / R tokens of a D-token run."""
     repeat_unit: Literal["chunk", "document"] = "chunk"
     """The repeated subset is made of fixed-length chunks or of whole documents."""
+    train_tokens: Positive | None = None
+    """Keep only the first D tokens of the training split, cycled (a dataset of D unique tokens); None: all."""
 
     @model_validator(mode="after")
     def _check_fractions(self) -> DataConfig:
@@ -162,6 +164,11 @@ class TrainConfig(_Strict):
     """torch intra-op threads on CPU; default: all cores."""
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     """Experiment trackers mirroring the store (local/offline, in the work directory): see interop/trackers.py."""
+    init_from: str | None = None
+    """Start from these weights (optimizer fresh): a run id / name, a run folder, a checkpoint folder, or
+    'run:NAME[@CONFIG_HASH]' (the completed run of that name in the same group, for a study's later stage)."""
+    early_stop_patience: Positive | None = None
+    """Stop after this many evaluations without a new best validation loss; None: train all steps."""
 
     @field_validator("device")
     @classmethod
@@ -179,6 +186,10 @@ class TrainConfig(_Strict):
 
 REPEAT_MIXER_VERSION = 2
 """Bumped when the repetition mixer draws other tokens for the same config: old runs are not reused."""
+
+
+UNHASHED_WHEN_NONE = (("data", "train_tokens"), ("train", "init_from"), ("train", "early_stop_patience"))
+"""Fields left out of the config hash while None, so that configs written before they existed keep their hash."""
 
 
 class RunConfig(_Strict):
@@ -205,6 +216,9 @@ class RunConfig(_Strict):
         d["train"].pop("log_every", None)
         d["train"].pop("threads", None)
         d["train"].pop("trackers", None)
+        for section, key in UNHASHED_WHEN_NONE:  # fields added later: old configs keep their hash
+            if d[section].get(key, 0) is None:
+                d[section].pop(key)
         if self.data.repeat_fraction > 0:  # the token-exact repeated subset (v2) trains other tokens than v1's
             d["data"]["repeat_mixer"] = REPEAT_MIXER_VERSION
         blob = json.dumps(d, sort_keys=True).encode()

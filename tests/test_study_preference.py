@@ -84,12 +84,19 @@ def test_pmp_sets_from_train_documents_still_split_into_train_and_test(tmp_path,
             "context=128", "corpus_max_documents=150"]
     module, config = load_study_config("preference", micro, over)
     pmp_runs = [r for r in module.plan(config, tmp_path) if r.name.startswith("pmp-")]
-    assert pmp_runs
+    assert pmp_runs and not any(Path(r.cfg.data).exists() for r in pmp_runs)  # the plan only names the sets
+    module.prepare(config, tmp_path)
     for r in pmp_runs:
         comparisons, _ = load_comparisons(r.cfg.data)
         assert all("doc" in c.meta for c in comparisons)
         train, test = split_set(comparisons, r.cfg.test_fraction, r.cfg.split_seed)
         assert train and test
+
+
+def test_a_dry_run_plans_without_building_the_comparison_sets(tmp_path, micro):
+    out = run_study("preference", micro, workdir=tmp_path, dry_run=True, progress=False)
+    assert out["dry_run"] and out["totals"]["runs"] == 25
+    assert not (tmp_path / "studies").exists()
 
 
 def test_config_errors_name_the_key(micro):

@@ -368,3 +368,23 @@ def test_study_end_to_end_through_the_runner_resumes_after_a_kill(tmp_path):
     json.dumps(res["results"], allow_nan=False)
     again = run_study("repetition", str(preset), None, work, workers=1, progress=False)
     assert again["ran"] == 0 and again["skipped"] == 6
+
+
+def test_analysis_keeps_only_the_runs_of_the_current_plan(tmp_path):
+    """A run of the same group under another config (an older preset, another --set) is left out, and said."""
+    from scalelab.studies.repetition.analyze import _planned_rows
+    from scalelab.studies.repetition.plan import plan
+
+    config = _config()
+    planned = plan(config, tmp_path)[:2]
+    store = RunStore.in_workdir(tmp_path)
+    for p in planned:
+        store.create_run(p.name, p.cfg.to_dict(), p.config_hash, group="planted")
+    store.create_run(planned[0].name, planned[0].cfg.to_dict(), "0ld0c0nf1gha5h00", group="planted")
+    rows = store.find_runs(group="planted")
+    kept, note = _planned_rows(rows, store, config)
+    assert sorted(r["config_hash"] for r in kept) == sorted(p.config_hash for p in planned)
+    assert note is not None and "1 run(s)" in note and "left out" in note
+    stray = [r for r in rows if r["config_hash"] == "0ld0c0nf1gha5h00"]
+    kept, note = _planned_rows(stray, store, config)
+    assert kept == stray and "all 1 runs" in note

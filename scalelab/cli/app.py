@@ -41,6 +41,7 @@ app.add_typer(probe_app, name="probe")
 app.add_typer(bench_app, name="bench")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(distill_app, name="distill")
+app.add_typer(importlib.import_module("scalelab.cli.rl").rl_app, name="rl")
 
 
 def _parser_exceptions(name: str) -> tuple[type[BaseException], ...]:

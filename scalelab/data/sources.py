@@ -3,6 +3,9 @@
 A source is named by one string:
 - `stdlib`: the running Python's own standard-library `.py` files (real code with English
   docstrings, present on every machine, no network): the embedded default corpus;
+- `stdlib:prose` and `stdlib:code`, two distributions derived from it (data/prose_code.py): the
+  English of its docstrings and comments, and its code with docstrings and comments removed (the
+  text -> Python pair of the transfer study, Hernandez et al. 2021);
 - a text file, a folder (every non-binary file under it) or a glob (`data/*.txt`);
 - a `.jsonl` / `.jsonl.gz` file whose records hold the text in a field (default `text`);
 - `hf:NAME[:CONFIG][@SPLIT]` (a Hugging Face hub dataset) or `hf-disk:PATH` (one saved with
@@ -30,9 +33,14 @@ from pathlib import Path
 from scalelab.errors import UserError
 
 SOURCE_HELP = (
-    "give 'stdlib' (the embedded corpus), a text file, a folder, a glob, a .jsonl/.jsonl.gz file, "
+    "give 'stdlib' (the embedded corpus), 'stdlib:prose' or 'stdlib:code' (its English, its code), "
+    "a text file, a folder, a glob, a .jsonl/.jsonl.gz file, "
     "'hf:NAME' or 'hf-disk:PATH'"
 )
+
+
+DERIVED = ("stdlib:prose", "stdlib:code")
+"""Sources derived from the embedded corpus: its English prose and its bare code."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,14 @@ def iter_documents(source: str, text_field: str = "text", max_documents: int | N
 
 
 def _iter_all(source: str, text_field: str) -> Iterator[Document]:
+    if source in DERIVED:
+        from scalelab.data.prose_code import derive
+
+        for doc in _iter_all("stdlib", text_field):
+            text = derive(source, doc.text)
+            if text:
+                yield Document(doc.id, text)
+        return
     if source == "stdlib":
         root = Path(sysconfig.get_paths()["stdlib"])
         for f in stdlib_files():
@@ -182,7 +198,11 @@ def _iter_all(source: str, text_field: str) -> Iterator[Document]:
 def fingerprint(source: str, text_field: str = "text") -> str:
     """A short hash that changes when the source's content may have changed (paths, sizes, mtimes)."""
     h = hashlib.sha256()
-    if source == "stdlib":
+    if source in DERIVED:
+        from scalelab.data.prose_code import DERIVE_VERSION
+
+        h.update(f"{source} v{DERIVE_VERSION} {fingerprint('stdlib', text_field)}".encode())
+    elif source == "stdlib":
         h.update(f"stdlib {sys.version} {sysconfig.get_paths()['stdlib']}".encode())
         files = stdlib_files()
         h.update(str(len(files)).encode())

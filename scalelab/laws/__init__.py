@@ -49,6 +49,7 @@ from scalelab.laws.inversion import effective_size, invert_power_law, parametric
 from scalelab.laws.isoflop import IsoFlopFit, IsoFlopMinimum, fit_isoflop
 from scalelab.laws.objective import HUBER_DELTA
 from scalelab.laws.power import PowerLawFit, fit_power_law, power_law
+from scalelab.laws.transfer import TransferFit, fit_transfer, invert_scratch_curve, transfer_table  # noqa: F401
 
 __all__ = [
     "HUBER_DELTA",

@@ -11,7 +11,9 @@ Every study is a package `scalelab/studies/<name>/` that reads like the method s
     figures.py    figures(results, store) -> matplotlib figures
 
 and optionally `sections(results, store, config) -> list[report.Section]` when the default report
-(summary, figures, the table of runs) is not enough. `studies.runner` does the rest the same way for
+(summary, figures, the table of runs) is not enough, and `prepare(config, workdir)` when the runs
+read data files that take a while to build: `plan` only names them, `prepare` writes them once
+before training (skipped by a dry run). `studies.runner` does the rest the same way for
 every study: it loads a preset with `--set` overrides through the config reader of `scalelab train`,
 runs the plan with the sweep executors (resume after an interruption, reuse of finished runs by
 config hash, Ray, a dry run, live progress), analyses, draws and writes one report. The command is
@@ -23,5 +25,6 @@ STUDIES: dict[str, str] = {
     "repetition": "Hernandez et al. 2022: repeated data, double descent, effective size, induction heads",
     "preference": "Askell et al. 2021: ranked vs binary vs imitation preference models, with and without PMP",
     "assistant": "Askell et al. 2021: prompting vs context distillation across size; alignment tax; PM starts; OOD",
+    "transfer": "Hernandez et al. 2021: effective data transferred D_T = k D_F^alpha N^beta, text -> Python",
 }
 """Every study's package name and a one-line description."""

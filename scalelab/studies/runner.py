@@ -103,6 +103,8 @@ def run_study(
         totals = {"runs": len(rows), "new": sum(r["status"] == "new" for r in rows),
                   "flops": sum(r["flops"] for r in rows), "tokens": sum(r["tokens"] for r in rows)}  # fmt: skip
         return head | {"dry_run": True, "runs": rows, "totals": totals}
+    if hasattr(module, "prepare"):  # the data files the runs read, built once (never for a dry run)
+        module.prepare(config, workdir)
     sweep = execute(runs, config.name, workdir, executor, workers or getattr(config, "workers", 1), retry_failed,
                     address, gpus_per_run, getattr(config, "probes", False), console, progress)  # fmt: skip
     counts = {k: sweep[k] for k in ("planned", "skipped", "ran", "completed", "failed", "interrupted")}

@@ -19,6 +19,7 @@ from scalelab.errors import RunBusy
 RUN_KINDS: dict[str, str] = {
     "pm": "scalelab.align.pm_run:pm_worker",
     "distill": "scalelab.align.distill_run:distill_worker",
+    "rl": "scalelab.align.rl.run:rl_worker",
 }
 
 

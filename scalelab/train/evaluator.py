@@ -52,6 +52,11 @@ class Evaluator:
     def due(self, step: int, iters: int) -> bool:
         return step % self.tc.eval_every == 0 or step == iters
 
+    def patience_spent(self, state: TrainState) -> bool:
+        """Early stopping: `early_stop_patience` evaluations in a row without a new best validation loss."""
+        patience = self.tc.early_stop_patience
+        return patience is not None and state.evals_since_best >= patience
+
     def _windows(self, n_batches: int):
         if n_batches == self.tc.eval_batches:
             return self.val_w, self.train_w
@@ -75,7 +80,10 @@ class Evaluator:
             for name, value in fn(model, state.step).items():
                 log(state, "eval", name, value)
         if state.best_val is None or val < state.best_val:
-            state.best_val = val
+            state.best_val, state.best_step, state.best_tokens = val, state.step, state.tokens
+            state.evals_since_best = 0
+        else:
+            state.evals_since_best += 1
         if self.target is not None and state.time_to_target is None and val <= self.target:
             state.time_to_target = elapsed_s()
         return val

@@ -138,7 +138,8 @@ class _Run:
                 self.shards = prepare_shards(cfg.data, workdir / "cache", progress=False)
         self.gpt_cfg = resolve(cfg.model, self.shards.vocab_size)
         self.store = RunStore.in_workdir(workdir) if d.main and record == "store" else None
-        self.resume = resume
+        self.resume, self.group = resume, group
+        self.init_info: dict | None = None  # the source of `train.init_from`, once loaded
         run_id = given_id
         if d.main and given_id is None:
             run_id = self._open_run(resume, group)
@@ -245,13 +246,14 @@ class _Run:
         opts = build_optimizers(model, tc, self.device)
         T, B = self.gpt_cfg.block_size, tc.batch_size
         iters = tc.iters if tc.iters is not None else math.ceil(tc.tokens / self._tokens_per_step())
-        train_tokens = self.shards.tokens("train")
+        train_tokens = self._train_tokens()
         repeated_w = None
         if cfg.data.repeat_fraction > 0:
             from scalelab.data.repetition import RepetitionMixer
 
+            starts = self.shards.doc_starts("train")
             sampler = RepetitionMixer(
-                train_tokens, self.shards.doc_starts("train"), T, B, iters, cfg.data.repeat_fraction,
+                train_tokens, starts[starts < train_tokens.size], T, B, iters, cfg.data.repeat_fraction,
                 cfg.data.repeat_epochs, granularity=cfg.data.repeat_unit, seed=tc.seed, rank=d.rank,
                 world=d.world, grad_accum=tc.grad_accum,
             )  # fmt: skip
@@ -262,6 +264,24 @@ class _Run:
         else:
             sampler = RandomWindows(train_tokens, T, B, tc.seed, d.rank)
         return model, opts, sampler, iters, repeated_w
+
+    def _train_tokens(self):
+        """The training split, cut to its first `data.train_tokens` tokens when set (then cycled by the sampler)."""
+        tokens = self.shards.tokens("train")
+        cap = self.cfg.data.train_tokens
+        if cap is None:
+            return tokens
+        if cap > tokens.size:
+            raise UserError(f"data.train_tokens={cap} but the training split of {self.cfg.data.source!r} holds only "
+                            f"{tokens.size} tokens; lower data.train_tokens or use a larger corpus")  # fmt: skip
+        return tokens[:cap]
+
+    def _init_weights(self, model: GPT) -> None:
+        """`train.init_from` on a fresh start (a resumed run has its own weights in its checkpoint)."""
+        from scalelab.train.init_from import load_initial_weights, resolve_init_from
+
+        folder = resolve_init_from(self.tc.init_from, self.workdir, self.run_id, self.group)
+        self.init_info = load_initial_weights(model, folder, self.shards.tokenizer, self.device)
 
     def _tokens_per_step(self) -> int:
         return self.tc.batch_size * self.gpt_cfg.block_size * self.tc.grad_accum * self.d.world
@@ -282,12 +302,14 @@ class _Run:
         state = TrainState()
         if self.resume_from is not None:
             state = Checkpointer.load(self.resume_from, model, opts, sampler, device)
+        elif tc.init_from:
+            self._init_weights(model)
         self._start(state)
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16() else nullcontext()
         fwd = dd.apply_ddp(dd.apply_compile(model, tc.compile, tc.compile_mode), d, device)
         counts = model.param_counts()
         fpt = self._flops_per_token(counts)
-        evaluator = Evaluator(self.shards.tokens("val"), self.shards.tokens("train"), tc, self.gpt_cfg.block_size,
+        evaluator = Evaluator(self.shards.tokens("val"), self._train_tokens(), tc, self.gpt_cfg.block_size,
                               repeated_w, self.extra_evals, device, ctx, d, self.target)  # fmt: skip
         ckpt = Checkpointer(self.ckpt_dir, tc.ckpt_every, self.shards.tokenizer, self.cfg.to_dict(), enabled=d.main)
         progress_file = ProgressFile(self.run_dir / "progress.json" if d.main else None)
@@ -297,7 +319,7 @@ class _Run:
             self.trackers = open_trackers(tc.trackers, self.workdir, self.run_id, self.cfg.name, self.cfg.to_dict())
         logger = MetricLogger(self.rec, tc.log_every, iters, self._tokens_per_step(), fpt, device, self.bar,
                               progress_file, self.trackers)  # fmt: skip
-        status, error, first = "running", None, state.step
+        status, error, first, early = "running", None, state.step, False
         self.bar.start(iters, state.step)
         t0 = time.perf_counter()
         logger.restart_clock()
@@ -319,10 +341,16 @@ class _Run:
                     logger.eval_done(evaluator.run(model, state, iters, logger.log, elapsed))
                 if is_ckpt:
                     ckpt.save(model, opts, sampler, state, elapsed())
+                early = is_eval and evaluator.patience_spent(state) and state.step < iters
+                if early and not is_ckpt:
+                    ckpt.save(model, opts, sampler, state, elapsed())
                 if is_eval or is_ckpt:
                     logger.flush()
                 if log_now:
                     logger.restart_clock()
+                if early:  # Hernandez et al. 2021 fine-tune and train from scratch with early stopping
+                    status = "completed"
+                    break
                 halt = self.stop.set or (self.stop_after is not None and state.step >= self.stop_after)
                 if dd.any_flag(halt, d, device) and state.step < iters:
                     ckpt.save(model, opts, sampler, state, elapsed())
@@ -334,9 +362,10 @@ class _Run:
             status, error = "failed", str(e)
         state.elapsed = elapsed()
         logger.flush()
-        return self._finish(status, error, state, iters, counts, fpt)
+        return self._finish(status, error, state, iters, counts, fpt, early)
 
-    def _finish(self, status: str, error: str | None, state: TrainState, iters: int, counts: dict, fpt: int) -> dict:
+    def _finish(self, status: str, error: str | None, state: TrainState, iters: int, counts: dict, fpt: int,
+                early: bool = False) -> dict:  # fmt: skip
         tps = state.tokens / state.train_time if state.train_time > 0 else 0.0
         peak = peak_flops(torch.cuda.get_device_name(self.device)) if self.device.type == "cuda" else None
         summary = {
@@ -350,6 +379,8 @@ class _Run:
             "mfu": mfu(fpt, tps, peak * self.d.world if peak else None), "device": str(self.device),
             "world_size": self.d.world, "run_dir": str(self.run_dir), "repetition": self.accounting,
             "config_history": self.config_history,
+            "best_step": state.best_step, "best_tokens": state.best_tokens, "early_stopped": early,
+            "unique_train_tokens": self._train_tokens().size, "init_from": self.init_info,
         }  # fmt: skip
         if self.d.main:
             self.recorded = True

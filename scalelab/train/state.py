@@ -18,6 +18,12 @@ class TrainState:
     train_time: float = 0.0
     """Seconds spent in training steps, evaluation and checkpoints excluded: the tokens/s denominator."""
     best_val: float | None = None
+    best_step: int | None = None
+    """Step of the evaluation that gave `best_val`."""
+    best_tokens: int | None = None
+    """Training tokens consumed by then."""
+    evals_since_best: int = 0
+    """Evaluations since the last new best validation loss (early stopping counts these)."""
     time_to_target: float | None = None
     """Wall seconds until the validation loss first reached the target, if one was given."""
     last_val: float | None = None

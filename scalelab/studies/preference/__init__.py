@@ -28,6 +28,7 @@ Acc = a + b log N + c log D (Bai et al. 2022, arXiv 2204.05862).
 from scalelab.studies.preference.analyze import analyze, summary
 from scalelab.studies.preference.config import Config
 from scalelab.studies.preference.figures import figures, sections
+from scalelab.studies.preference.plan import build_sets as prepare
 from scalelab.studies.preference.plan import plan
 
-__all__ = ["Config", "analyze", "figures", "plan", "sections", "summary"]
+__all__ = ["Config", "analyze", "figures", "plan", "prepare", "sections", "summary"]

@@ -46,20 +46,27 @@ def sets_folder(config: Config, workdir: Path) -> Path:
     return Path(workdir) / "studies" / "preference" / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
 
 
+def set_paths(config: Config, workdir: Path) -> dict[str, Path]:
+    """Where the comparison sets of this data design live (the plan names them; `build_sets` writes them)."""
+    folder = sets_folder(config, workdir)
+    return {"train": folder / "target_train.jsonl", "test": folder / "target_test.jsonl", "pmp": folder / "pmp.jsonl",
+            "info": folder / "sets.json"}  # fmt: skip
+
+
 def build_sets(config: Config, workdir: Path) -> dict[str, Path]:
     """Target train/test files and the PMP file, built once per data design (files never rewritten).
 
     Documents are split by a hash (`in_test_split`); the target's test pairs come from test
-    documents only and the PMP set from train documents only.
+    documents only and the PMP set from train documents only. This is the study's `prepare` step:
+    the runner calls it before training, never for a dry run (building the sets takes a minute).
     """
     from scalelab.align.backbones import fresh_gpt_backbone
     from scalelab.align.pm import PreferenceModel
     from scalelab.align.pm_data import build_automatic, in_test_split, split_set
     from scalelab.data.comparisons import save_comparisons
 
-    folder = sets_folder(config, workdir)
-    paths = {"train": folder / "target_train.jsonl", "test": folder / "target_test.jsonl", "pmp": folder / "pmp.jsonl",
-             "info": folder / "sets.json"}  # fmt: skip
+    paths = set_paths(config, Path(workdir))
+    folder = paths["info"].parent
     if paths["info"].exists():
         return paths
     folder.mkdir(parents=True, exist_ok=True)
@@ -124,7 +131,7 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
     from scalelab.align.pm_run import PMRunSpec
 
     workdir = Path(workdir)
-    sets = build_sets(config, workdir)
+    sets = set_paths(config, workdir)
     largest = config.sizes[-1]
     variants = list(config.pmp_formats) if config.pmp and "ranked" in config.objectives else []
     runs: dict[str, PlannedRun] = {}

@@ -68,11 +68,14 @@ def analyze(store: RunStore, config: Config) -> dict:
     rows = store.find_runs(group=sweep)
     if not rows:
         raise UserError(f"no runs of sweep {sweep!r} in {store.path}; run the study first")
+    rows, plan_note = _planned_rows(rows, store, config)
     key = "params_nonembed" if fit_params == "nonembed" else "params"
     recs = [_record(r, key) for r in rows]
     done = [r for r in recs if r["status"] == "completed" and r["final_val_loss"] is not None]
     res: dict = {"sweep": sweep, "fit_params": fit_params, "n_runs": len(recs), "n_completed": len(done),
                  "runs": [_table_row(r) for r in recs], "notes": [], "cells": [], "peaks": [], "law": None}  # fmt: skip
+    if plan_note:
+        res["notes"].append(plan_note)
     failed = [r["name"] for r in recs if r["status"] != "completed"]
     if failed:
         res["notes"].append(f"{len(failed)} run(s) not completed and left out: {', '.join(failed)}")
@@ -92,6 +95,28 @@ def analyze(store: RunStore, config: Config) -> dict:
     res["data_constrained"] = _data_constrained(done, res, min(n_boot, 100), study.seed)
     res["probes"] = _probes(m, done, cells, base, study.seed)
     return res
+
+
+def _planned_rows(rows: list[dict], store: RunStore, config: Config) -> tuple[list[dict], str | None]:
+    """The group's runs that the current plan asks for, matched by name and config hash.
+
+    A run of the same group trained under another config (an older preset, other `--set` values,
+    the pre-v2 mixer) is left out and counted in a note. When no run matches the plan at all (a
+    store written by hand or by other code), every run of the group is analysed, and the note says so.
+    """
+    from pathlib import Path
+
+    from scalelab.studies.repetition.plan import plan
+
+    wanted = {(p.name, p.config_hash) for p in plan(config, Path(store.path).parent)}
+    kept = [r for r in rows if (r["name"], r["config_hash"]) in wanted]
+    if not kept:
+        return rows, (f"no run of group {config.name!r} matches the current plan's configs; all {len(rows)} "
+                      "runs of the group are analysed as they are")  # fmt: skip
+    if len(kept) < len(rows):
+        return kept, (f"{len(rows) - len(kept)} run(s) of group {config.name!r} were trained under another config "
+                      "than the current plan's and are left out")  # fmt: skip
+    return kept, None
 
 
 def _last(v: np.ndarray) -> float | None:

@@ -1,0 +1,164 @@
+"""RL throughput: scalelab's RLOO vs TRL's RLOOTrainer on the same tiny model and reward, CPU; rollout tokens/s.
+
+Both sides start from the same weights: a GPT-2-shaped scalelab GPT (byte tokenizer, 4 layers, width
+128, context 128) exported to a Hugging Face folder with `export_hf` (logits checked equal), and
+optimise the same text reward (the share of ASCII letters in the completion) on the same prompts
+(function headers of the embedded corpus) with the same recipe: RLOO with k = 4 samples per prompt,
+16 completions per step, up to 32 new tokens at temperature 1, one update per batch, KL coefficient
+0.001 against the frozen initial model, AdamW at the same learning rate, the same torch threads.
+TRL runs in its own virtual environment as a subprocess (never a scalelab dependency):
+
+    python benchmarks/bench_rl.py [--trl-python /work/trl-venv/bin/python] [--steps 8] [--threads 1]
+
+samples/s = completions per second of training steps (rollout + reward + reference log-probs +
+update): TRL from `train_runtime` of `Trainer.train()`, scalelab from the wall time of
+`RLTrainer.step()` calls (model loading and evaluation excluded on both sides). Rollout tokens/s:
+`sample_responses` on 16 prompts x 64 new tokens, with and without the KV cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+K, BATCH, NEW_TOKENS, LAMBDA_KL = 4, 16, 32, 0.001
+
+
+def letters(prompts: list[str], completions: list[str], **_) -> list[float]:
+    """The shared reward: share of ASCII letters in the completion."""
+    return [sum(c.isascii() and c.isalpha() for c in r) / max(1, len(r)) for r in completions]
+
+
+def trl_worker(model_dir: str, prompts_file: str, steps: int, lr: float, seed: int) -> dict:
+    """Runs inside the TRL venv: RLOOTrainer for `steps` steps on the exported model."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import RLOOConfig, RLOOTrainer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    prompts = [json.loads(line)["prompt"] for line in Path(prompts_file).read_text().splitlines()]
+    with tempfile.TemporaryDirectory() as out:
+        args = RLOOConfig(output_dir=out, per_device_train_batch_size=BATCH, num_generations=K,
+                          max_completion_length=NEW_TOKENS, temperature=1.0, beta=LAMBDA_KL, num_iterations=1,
+                          learning_rate=lr, max_steps=steps, seed=seed, report_to=[], save_strategy="no",
+                          logging_steps=steps, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,
+                          bf16=False)  # fmt: skip
+        trainer = RLOOTrainer(model=model, reward_funcs=letters, args=args,
+                              train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+                              processing_class=tok)  # fmt: skip
+        metrics = trainer.train().metrics
+    history = [h for h in trainer.state.log_history if "reward" in h]
+    return {"samples_per_s": steps * BATCH / metrics["train_runtime"], "train_s": metrics["train_runtime"],
+            "reward_last": history[-1]["reward"] if history else None}  # fmt: skip
+
+
+def build(folder: Path, n_prompts: int) -> tuple[Path, Path, int]:
+    """The scalelab checkpoint, its HF export and a JSONL prompt file."""
+    import torch
+
+    from scalelab.align.rl.prompts import builtin_prompts
+    from scalelab.data.tokenizers import ByteTokenizer
+    from scalelab.interop.hf_export import export_hf
+    from scalelab.model.gpt import GPT, GPTConfig
+    from scalelab.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=257))
+    save_checkpoint(folder / "policy" / "ckpt", 0, gpt, ByteTokenizer(), {})
+    export_hf(folder / "policy", folder / "hf")
+    prompts = folder / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in builtin_prompts(n_prompts)))
+    return folder / "policy", prompts, sum(p.numel() for p in gpt.parameters())
+
+
+def run_scalelab(folder: Path, prompts: Path, a) -> dict:
+    """RLOO steps of the scalelab library on the same model, prompts, reward and recipe."""
+    import torch
+
+    from scalelab.align.rl.config import RLRunSpec
+    from scalelab.align.rl.run import _setup
+    from scalelab.align.rl.trainer import RLTrainer
+
+    torch.set_num_threads(a.threads)
+    spec = RLRunSpec(policy=str(folder / "policy"), reward="gold", gold="letters", prompts=str(prompts),
+                     algo="rloo", rloo_k=K, batch_size=BATCH, max_new_tokens=NEW_TOKENS, temperature=1.0,
+                     lambda_kl=LAMBDA_KL, epochs=1, minibatches=1, lr=a.lr, steps=a.steps, seed=a.seed,
+                     device="cpu", eval_prompts=1)  # fmt: skip
+    setup = _setup(spec, folder, {"letters": letters})
+    trainer = RLTrainer(spec, setup["models"], setup["prompts"], setup["ids"], torch.device("cpu"), a.lr)
+    t0 = time.perf_counter()
+    rewards = [trainer.step()["reward"] for _ in range(a.steps)]
+    wall = time.perf_counter() - t0
+    return {"samples_per_s": a.steps * BATCH / wall, "train_s": wall, "reward_last": rewards[-1]}
+
+
+def rollout_speed(folder: Path, a) -> dict:
+    """Rollout tokens/s of `sample_responses`, 16 prompts x 64 new tokens, with and without the KV cache."""
+    import torch
+
+    from scalelab.align.rl.prompts import builtin_prompts
+    from scalelab.align.rl.rollout import sample_responses
+    from scalelab.train.checkpoint import load_for_inference
+
+    torch.set_num_threads(a.threads)
+    model, tok, _ = load_for_inference(folder / "policy")
+    ids = [[int(t) for t in tok.encode(p)] for p in builtin_prompts(16)]
+    out = {}
+    for cache in (True, False):
+        g = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        ro = sample_responses(model, ids, max_new_tokens=64, eot_id=tok.eot_id, generator=g, use_cache=cache)
+        wall = time.perf_counter() - t0
+        out["with_cache" if cache else "without_cache"] = int(ro.response_mask.sum()) / wall
+    out["cache_speedup"] = out["with_cache"] / out["without_cache"]
+    return out
+
+
+def run_trl(folder: Path, prompts: Path, a) -> dict:
+    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"from bench_rl import trl_worker; print(json.dumps(trl_worker({str(folder / 'hf')!r}, "
+            f"{str(prompts)!r}, {a.steps}, {a.lr}, {a.seed})))")  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([a.trl_python, "-c", code], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode:
+        raise SystemExit(f"TRL worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trl-python", default="/work/trl-venv/bin/python")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--n-prompts", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-trl", action="store_true", help="Measure the scalelab side only.")
+    a = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        _, prompts, params = build(folder, a.n_prompts)
+        t0 = time.time()
+        ours = run_scalelab(folder, prompts, a)
+        trl = None if a.skip_trl else run_trl(folder, prompts, a)
+        rollout = rollout_speed(folder, a)
+    res = {"params": params, "steps": a.steps, "batch": BATCH, "k": K, "new_tokens": NEW_TOKENS, "threads": a.threads,
+           "scalelab": ours, "trl": trl,
+           "ratio_samples_per_s": ours["samples_per_s"] / trl["samples_per_s"] if trl else None,
+           "rollout_tokens_per_s": rollout, "wall_s": time.time() - t0, "date": time.strftime("%Y-%m-%d %H:%M"),
+           "load": os.getloadavg()[0]}  # fmt: skip
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
