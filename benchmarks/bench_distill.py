@@ -1,6 +1,6 @@
 """Context distillation throughput against plain training of the same model, side by side.
 
-    python benchmarks/bench_distill.py [--size s] [--context 256] [--window 128] [--top-k 32]
+    python benchmarks/bench_distill.py [--size s] [--context 640] [--window 128] [--top-k 32]
                                        [--batch-size 16] [--steps 20] [--threads 1] [--device cpu]
 
 A fresh ladder model with the byte tokenizer and the shipped ``assistant`` prompt:
@@ -43,7 +43,7 @@ from scalelab.prompting import fit_prompt, load_prompt, source_tokens, text_wind
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="s")
-    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--context", type=int, default=640)
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--top-k", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=16)
