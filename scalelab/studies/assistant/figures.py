@@ -87,4 +87,17 @@ def figures(results: dict, store=None) -> list:
         ax.set(xlabel="layer", ylabel="AUROC (Mahalanobis)", title="OOD detection per layer and size")
         ax.legend(fontsize=8)
         figs.append(fig)
+        exposed = [r for r in ood if r["ood"].get("exposure", {}).get("curve")]
+        if exposed:
+            fig = Figure(figsize=(6, 4.2))
+            ax = fig.add_subplot()
+            for r in exposed:
+                curve = r["ood"]["exposure"]["curve"]
+                ax.errorbar([c["m"] for c in curve], [c["auroc"] for c in curve],
+                            yerr=[[c["auroc"] - c["lo"] for c in curve], [c["hi"] - c["auroc"] for c in curve]],
+                            marker="o", capsize=3, label=f"{r['size']}, layer {r['ood']['exposure']['layer']}")
+            ax.set_xscale("log", base=2)
+            ax.set(xlabel="labelled OOD examples (outlier exposure)", ylabel="AUROC", title="Outlier exposure")
+            ax.legend(fontsize=8)
+            figs.append(fig)
     return figs

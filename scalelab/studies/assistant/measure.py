@@ -108,4 +108,4 @@ def ood_by_size(lm_dir, config) -> dict:
         res = ood_auroc_by_layer(lm, tok, in_texts[:half], in_texts[half:], out_texts, seed=config.seed)
     except UserError as e:
         return {"error": str(e)}
-    return {k: res[k] for k in ("layers", "best_layer", "shrinkage") if k in res}
+    return {k: res[k] for k in ("layers", "best_layer", "shrinkage", "n_fit", "dim", "exposure") if k in res}
