@@ -80,6 +80,7 @@ def test_cache_is_reused_and_written_atomically(tmp_path):
         TeacherCache.open(tmp_path / "k1")
 
 
+@pytest.mark.slow
 def test_distillation_drives_the_kl_near_zero_and_resumes(tmp_path, one_torch_thread):
     from scalelab.align.distill_run import distill_context
     from scalelab.align.pm import load_pm

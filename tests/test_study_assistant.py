@@ -47,7 +47,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.slow
 def test_plan_is_staged_and_names_finished_earlier_runs(tmp_path, micro):
     module, config = load_study_config("assistant", micro, ["sizes=['3xs','2xs']"])
     runs = {r.name: r for r in module.plan(config, tmp_path)}
