@@ -14,6 +14,7 @@ sizes = ["3xs"]
 context = 192
 corpus_documents = 40
 pm_documents = 60
+pm_target = "arith"
 pretrain_iters = 20
 pretrain_batch = 4
 top_k = 8

@@ -34,9 +34,9 @@ class Config(_Strict):
     distill_window: int = Field(64, ge=2)
     """Text tokens per window."""
     distill_lr: float = Field(1e-3, gt=0)
-    pm_target: str = "corruptions:stdlib"
-    """The PM comparison set (automatic), passages short enough to fit beside the prompt."""
-    pm_pairs: int = Field(600, ge=4)
+    pm_target: str = "code:stdlib"
+    """The PM comparison set (automatic: code:, corruptions:, arith), texts short enough to fit beside the prompt."""
+    pm_pairs: int = Field(800, ge=4)
     """Comparisons built (before the train/test split)."""
     pm_documents: int = Field(1000, ge=10)
     """Documents of the corpus source the comparisons are drawn from (as written, not capitalised)."""
