@@ -113,6 +113,9 @@ def test_prompt_longer_than_the_context_is_refused(tmp_path):
     spec = DistillSpec(model=str(toy), prompt=str(tmp_path / "p.txt"), device="cpu", max_documents=5)
     with pytest.raises(UserError, match="longer context"):
         distill_context(spec, tmp_path / "w")
+    from scalelab.store import RunStore
+
+    assert RunStore.in_workdir(tmp_path / "w").find_runs() == []  # refused before any run was recorded
     out = run_worker("distill", spec.to_dict(), str(tmp_path / "w"), "r1", 1)  # the sweep's kind: never raises
     assert out["status"] == "failed" and "context" in out["error"]
 

@@ -95,7 +95,8 @@ class DistillSpec:
                 raise UserError(f"distill {key} must be at least 1, got {getattr(self, key)}")
         if self.window is not None and self.window < 2:
             raise UserError(f"distill window must be at least 2 tokens, got {self.window}")
-        effective_k(self.top_k, 1 << 30)  # k >= 1
+        if self.top_k < 1:
+            raise UserError(f"distill top_k must be at least 1, got {self.top_k}; the paper keeps 50")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -40,6 +40,7 @@ def distill_context(spec: DistillSpec, workdir: str | Path, *, progress: bool = 
     ensure_workdir(workdir)
     if spec.threads:
         torch.set_num_threads(spec.threads)
+    preflight(spec, workdir)  # a prompt that cannot fit is refused before any run is recorded
     store = RunStore.in_workdir(workdir)
     h = spec.config_hash()
     prior = store.find_runs(config_hash=h, group=spec.group)
@@ -51,6 +52,16 @@ def distill_context(spec: DistillSpec, workdir: str | Path, *, progress: bool = 
     else:
         run_id = store.create_run(spec.name or "distill", spec.to_dict(), h, group=spec.group)
     return execute(spec, workdir, run_id, StoreRecorder(store, run_id), progress=progress, stop_after=stop_after)
+
+
+def preflight(spec: DistillSpec, workdir: Path) -> None:
+    """Refuse a spec whose prompt is empty, missing, or leaves no room in the model's context."""
+    from scalelab.align.distill import resolve_model
+    from scalelab.prompting import fit_prompt, load_prompt
+    from scalelab.train.checkpoint import load_for_inference
+
+    model, tokenizer, _ = load_for_inference(resolve_model(spec, workdir), workdir, "cpu")
+    fit_prompt(load_prompt(spec.prompt), tokenizer, model.cfg.block_size, min_room=spec.window or 2)
 
 
 def distill_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | None) -> dict:
