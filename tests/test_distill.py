@@ -144,6 +144,9 @@ def test_evaluations_report_prompted_and_unprompted_side_by_side(tmp_path, capsy
     main(["eval", "choice", toy, "--data", str(items), *common])
     choice = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"accuracy", "accuracy_prompted", "n_truncated_prompted"} <= set(choice)
+    main(["pm", "score", toy, "--data", "arith:16", *common])
+    score = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"accuracy", "accuracy_prompted", "ece_prompted"} <= set(score) and score["prompt"]["context"] == 46
     main(["sample", toy, "-p", "ab", "-n", "4", "--prompt-file", str(tmp_path / "p.txt"), "--workdir", str(tmp_path),
           "--json"])  # fmt: skip
     sample = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
