@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from scalelab.align.distill_evals import choice_side_by_side, upper_share
+from scalelab.errors import UserError
 from scalelab.evals.choice_format import ChoiceItem
 from scalelab.prompting import batches, contexts, fit_prompt, source_tokens, text_windows
 
@@ -52,6 +53,9 @@ def format_items(source: str, skip: int, n: int, seed: int, length: int = 40) ->
                 break
         if len(items) >= n:
             break
+    if len(items) < 4:
+        raise UserError(f"only {len(items)} format-choice items in the documents of {source!r} after the first {skip} "
+                        "(the corpus); lower corpus_documents so that some documents stay unseen")  # fmt: skip
     np.random.default_rng(seed).shuffle(items)
     return items
 
@@ -98,7 +102,6 @@ def ood_by_size(lm_dir, config) -> dict:
         from scalelab.evals.ood import ood_auroc_by_layer
     except ImportError as e:
         return {"error": f"the OOD evaluation is not available here ({e})"}
-    from scalelab.errors import UserError
     from scalelab.train.checkpoint import load_for_inference
 
     lm, tok, _ = load_for_inference(lm_dir)
