@@ -84,6 +84,9 @@ def figures(results: dict, store=None) -> list:
                         yerr=[[x["auroc"] - x["ci"][0] for x in layers], [x["ci"][1] - x["auroc"] for x in layers]],
                         marker="o", capsize=3, label=f"{r['size']} ({r['params']:,})")  # fmt: skip
         ax.axhline(0.5, color="0.6", lw=0.8)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="layer", ylabel="AUROC (Mahalanobis)", title="OOD detection per layer and size")
         ax.legend(fontsize=8)
         figs.append(fig)
