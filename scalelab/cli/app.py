@@ -17,6 +17,7 @@ from scalelab.cli import interop, runs, sweep
 from scalelab.cli.bench import bench_app
 from scalelab.cli.common import err, say
 from scalelab.cli.demo import demo_cmd
+from scalelab.cli.distill import distill_app
 from scalelab.cli.feedback import feedback_app
 from scalelab.cli.fit import fit_app
 from scalelab.cli.pm import eval_app, pm_app
@@ -39,6 +40,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(probe_app, name="probe")
 app.add_typer(bench_app, name="bench")
 app.add_typer(feedback_app, name="feedback")
+app.add_typer(distill_app, name="distill")
 app.add_typer(importlib.import_module("scalelab.cli.rl").rl_app, name="rl")
 
 

@@ -17,6 +17,9 @@ pm_app = typer.Typer(no_args_is_help=True, help="Preference models: train and sc
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluations of checkpoints.")
 
 FormatOpt = typer.Option("auto", "--format", help="Comparison file format: hh, generic or auto.")
+PromptOpt = typer.Option(None, "--prompt", help="A prompt file (or a shipped prompt: assistant) prepended to every "
+                         "context; reports prompted and unprompted side by side.")
+PROMPTED_PM_KEYS = ("accuracy_prompted", "accuracy_ci_prompted", "ece_prompted", "n_truncated_prompted", "prompt")
 
 
 def _print(obj: dict, json_out: bool, keys: tuple[str, ...]) -> None:
@@ -86,6 +89,7 @@ def score_cmd(
     max_pairs: Optional[int] = typer.Option(None, "--max", min=1, help="Score only the first N comparisons."),
     seed: int = typer.Option(0, "--seed", help="Seed of automatic sets and of the bootstrap."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Write the reliability diagram to this PNG."),
+    prompt: Optional[str] = PromptOpt,
     workdir: Path = WorkdirOpt,
     json_out: bool = JsonOpt,
 ):
@@ -106,7 +110,14 @@ def score_cmd(
 
         reliability_figure(ev.calibration).savefig(figure, dpi=110, bbox_inches="tight")
         out["figure"] = str(figure)
-    _print(out, json_out, ("accuracy", "accuracy_ci", "ece", "n_test", "n_skipped", "n_truncated", "scoring"))
+    if prompt is not None:  # the same comparisons with the prompt before each: side by side
+        from scalelab.align.distill_evals import pm_side_by_side
+        from scalelab.prompting import load_prompt
+
+        side = pm_side_by_side(pm, loaded.comparisons, load_prompt(prompt), seed=seed)
+        out.update({k: v for k, v in side.items() if k.endswith("_prompted") or k == "prompt"})
+    _print(out, json_out, ("accuracy", "accuracy_ci", "ece", "n_test", "n_skipped", "n_truncated", "scoring",
+                           *(PROMPTED_PM_KEYS if prompt is not None else ())))  # fmt: skip
 
 
 @eval_app.command("choice")
@@ -114,6 +125,7 @@ def choice_cmd(
     checkpoint: str = typer.Argument(..., help="A PM (chooses by score) or a plain LM checkpoint (chooses by "
                                      "the log-probability of each response)."),
     data: Path = typer.Option(..., "--data", help="Binary-choice JSONL: query, responses [2], correct, category."),
+    prompt: Optional[str] = PromptOpt,
     workdir: Path = WorkdirOpt,
     json_out: bool = JsonOpt,
 ):
@@ -123,6 +135,14 @@ def choice_cmd(
 
     items = load_choice_items(data)
     pm = load_pm(checkpoint, workdir)
+    if prompt is not None:  # unprompted and prompted side by side
+        from scalelab.align.distill_evals import choice_side_by_side
+        from scalelab.prompting import load_prompt
+
+        side = choice_side_by_side(pm, items, load_prompt(prompt)) | {"checkpoint": checkpoint}
+        _print(side, json_out, ("accuracy", "accuracy_prompted", "n", "n_truncated", "n_truncated_prompted", "prompt",
+                                "scoring"))  # fmt: skip
+        return
     first = [pm.encode(item.query, item.responses[0]) for item in items]
     second = [pm.encode(item.query, item.responses[1]) for item in items]
     counts = TruncationCounts()
@@ -132,3 +152,28 @@ def choice_cmd(
     out = {"accuracy": result.accuracy, "n": result.n, "per_category": result.per_category,
            "n_truncated": counts.n_truncated, "scoring": pm.scoring, "checkpoint": checkpoint}  # fmt: skip
     _print(out, json_out, ("accuracy", "n", "per_category", "n_truncated", "scoring"))
+
+
+@eval_app.command("loss")
+def loss_cmd(
+    model: str = typer.Option(..., "--model", help="A run id / name, run folder or checkpoint folder."),
+    data: str = typer.Option(..., "--data", help="Text: stdlib, a file, a folder, a glob or a .jsonl file."),
+    prompt: Optional[str] = PromptOpt,
+    windows: int = typer.Option(64, "--windows", min=1, help="Text windows scored (seeded offsets)."),
+    window: Optional[int] = typer.Option(None, "--window", min=2, help="Tokens per window (default: the context, "
+                                         "or the room the prompt leaves)."),
+    max_documents: Optional[int] = typer.Option(None, "--max-documents", min=1, help="Read at most N documents."),
+    seed: int = typer.Option(0, "--seed"),
+    workdir: Path = WorkdirOpt,
+    json_out: bool = JsonOpt,
+):
+    """Mean next-token loss (nats/token) of a model on a data set, with and without --prompt."""
+    from scalelab.align.distill_evals import loss_side_by_side
+    from scalelab.prompting import load_prompt
+    from scalelab.train.checkpoint import load_for_inference
+
+    lm, tokenizer, info = load_for_inference(model, workdir, "cpu")
+    res = loss_side_by_side(lm, tokenizer, data, load_prompt(prompt) if prompt else None, window=window,
+                            n_windows=windows, seed=seed, max_documents=max_documents)  # fmt: skip
+    res["model"] = info["path"]
+    _print(res, json_out, ("loss", "loss_prompted", "delta", "window", "n_windows", "tokens", "prompt", "model"))

@@ -52,11 +52,28 @@ def sample_cmd(
     temperature: float = typer.Option(0.8, "--temperature", "-t", min=0.0, help="0 = greedy."),
     top_k: int | None = typer.Option(50, "--top-k", min=1),
     seed: int = typer.Option(0, "--seed"),
+    prompt_file: str | None = typer.Option(None, "--prompt-file", help="A prompt file (or shipped prompt: assistant) "
+                                           "prepended to the context: samples with and without it, same seed."),
     workdir: Path = WorkdirOpt,
     json_out: bool = JsonOpt,
 ):
     """Sample text from a trained model (KV-cached)."""
     from scalelab.sampling import sample_text
+
+    if prompt_file is not None:  # side by side, from the same seed
+        from scalelab.align.distill_evals import sample_side_by_side
+        from scalelab.prompting import load_prompt
+        from scalelab.train.checkpoint import load_for_inference
+
+        model, tokenizer, _ = load_for_inference(run, workdir, "cpu")
+        res = sample_side_by_side(model, tokenizer, prompt, load_prompt(prompt_file), tokens, temperature, top_k, seed)
+        if json_out:
+            print_json(res)
+        else:
+            used = f"{res['prompt']['prompt_tokens']} of {res['prompt']['context']} tokens"
+            say(f"--- without the prompt\n{prompt}{res['sample']}\n--- with the prompt ({used})\n"
+                f"{prompt}{res['sample_prompted']}")
+        return
 
     text = sample_text(run, prompt, tokens, temperature, top_k, seed, workdir)
     if json_out:

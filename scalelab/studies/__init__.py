@@ -24,6 +24,7 @@ STUDIES: dict[str, str] = {
     "scaling": "Kaplan et al. 2020, Hoffmann et al. 2022: L(N), the compute frontier, L(N, D), forecasts",
     "repetition": "Hernandez et al. 2022: repeated data, double descent, effective size, induction heads",
     "preference": "Askell et al. 2021: ranked vs binary vs imitation preference models, with and without PMP",
+    "assistant": "Askell et al. 2021: prompting vs context distillation across size; alignment tax; PM starts; OOD",
     "transfer": "Hernandez et al. 2021: effective data transferred D_T = k D_F^alpha N^beta, text -> Python",
     "predictability": "Ganguli et al. 2022: smooth loss vs abrupt task capabilities across scale; forecast errors",
     "rlhf": "Bai et al. 2022, Gao et al. 2022: reward vs sqrt(KL), train vs test PM, over-optimisation, online RLHF",

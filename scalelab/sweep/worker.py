@@ -18,6 +18,7 @@ from scalelab.errors import RunBusy
 
 RUN_KINDS: dict[str, str] = {
     "pm": "scalelab.align.pm_run:pm_worker",
+    "distill": "scalelab.align.distill_run:distill_worker",
     "rl": "scalelab.align.rl.run:rl_worker",
     "gold-pm": "scalelab.align.gold_pm:gold_pm_worker",
 }
