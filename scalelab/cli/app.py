@@ -19,6 +19,7 @@ from scalelab.cli.common import err, say
 from scalelab.cli.demo import demo_cmd
 from scalelab.cli.feedback import feedback_app
 from scalelab.cli.fit import fit_app
+from scalelab.cli.ood import ood_app
 from scalelab.cli.pm import eval_app, pm_app
 from scalelab.cli.probe import probe_app
 from scalelab.cli.study import study_cmd
@@ -39,6 +40,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(probe_app, name="probe")
 app.add_typer(bench_app, name="bench")
 app.add_typer(feedback_app, name="feedback")
+app.add_typer(ood_app, name="ood")
 
 
 def _parser_exceptions(name: str) -> tuple[type[BaseException], ...]:
