@@ -31,6 +31,7 @@ SeedOpt = typer.Option(0, "--seed", help="Seed of the sampling, the fit/test spl
 MaxTokOpt = typer.Option(128, "--max-tokens", min=1, help="Texts are cut to this many tokens (and the context).")
 BatchOpt = typer.Option(32, "--batch-size", min=1, help="Texts per forward pass.")
 FieldOpt = typer.Option("text", "--field", help="The text field of a .jsonl source.")
+ThreadsOpt = typer.Option(0, "--threads", min=0, help="Torch threads for the forward passes (0: torch's default).")
 
 
 def _fit_folder(workdir: Path, run_key: str, source: str, n: int, seed: int, max_tokens: int) -> Path:
@@ -63,9 +64,13 @@ def _activations(model, tokenizer, texts: list[str], what: str, batch_size: int,
                                   progress=lambda done, total: bar.update(task, completed=done))  # fmt: skip
 
 
-def _load(model_ref: str, workdir: Path):
+def _load(model_ref: str, workdir: Path, threads: int):
+    import torch
+
     from scalelab.train.checkpoint import load_for_inference
 
+    if threads:
+        torch.set_num_threads(threads)
     model, tokenizer, info = load_for_inference(model_ref, workdir)
     note(f"model {info['path']}: {model.cfg.n_layer} layers of width {model.cfg.n_embd}, {tokenizer.kind} tokenizer")
     return model, tokenizer, info
@@ -84,13 +89,13 @@ def _in_texts(source: str, n: int, seed: int, field: str) -> tuple[list[str], li
 @ood_app.command("fit")
 def fit_cmd(
     model_ref: str = ModelOpt, source: str = InOpt, n: int = NOpt, seed: int = SeedOpt,
-    max_tokens: int = MaxTokOpt, batch_size: int = BatchOpt, field: str = FieldOpt,
+    max_tokens: int = MaxTokOpt, batch_size: int = BatchOpt, field: str = FieldOpt, threads: int = ThreadsOpt,
     workdir: Path = WorkdirOpt, json_out: bool = JsonOpt,
 ):  # fmt: skip
     """Fit per-layer class mean and shared covariance on the first half of the --in texts; save it."""
     from scalelab.evals.ood import fit_activations, tokenizer_id
 
-    model, tokenizer, info = _load(model_ref, workdir)
+    model, tokenizer, info = _load(model_ref, workdir, threads)
     fit_texts, _ = _in_texts(source, n, seed, field)
     acts = _activations(model, tokenizer, fit_texts, "fit", batch_size, max_tokens)
     tok = {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "id": tokenizer_id(tokenizer)}
@@ -115,13 +120,13 @@ def score_cmd(
     n: int = NOpt, seed: int = SeedOpt, max_tokens: int = MaxTokOpt, batch_size: int = BatchOpt,
     n_boot: int = typer.Option(200, "--n-boot", min=0, help="Bootstrap resamples of the AUROC interval."),
     fit_dir: Path | None = typer.Option(None, "--fit", help="A saved fit (default: the one `ood fit` saved, if any)."),
-    field: str = FieldOpt, workdir: Path = WorkdirOpt, json_out: bool = JsonOpt,
+    field: str = FieldOpt, threads: int = ThreadsOpt, workdir: Path = WorkdirOpt, json_out: bool = JsonOpt,
 ):  # fmt: skip
     """AUROC per layer (Mahalanobis and relative Mahalanobis, bootstrap CI) of --in test texts vs --out."""
     from scalelab.data.ood_sets import texts_from_source
     from scalelab.evals.ood import OODFit, auroc_report, fit_activations
 
-    model, tokenizer, info = _load(model_ref, workdir)
+    model, tokenizer, info = _load(model_ref, workdir, threads)
     fit_texts, test_texts = _in_texts(source, n, seed, field)
     out_texts = texts_from_source(out_source, n, seed, side="out", text_field=field)
     saved = fit_dir or _fit_folder(workdir, info["run_id"] or info["path"], source, n, seed, max_tokens)

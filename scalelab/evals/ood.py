@@ -28,6 +28,7 @@ from safetensors.numpy import load_file, save_file
 from scalelab.errors import UserError
 from scalelab.evals.ood_stats import (
     GaussianFit,
+    blas_one_thread,
     bootstrap_auroc,
     diagonal_mahalanobis,
     exposure_curve,
@@ -146,6 +147,10 @@ class OODFit:
 
     def score_activations(self, acts: np.ndarray) -> dict[str, np.ndarray]:
         """{"mahalanobis": (L, N), "relative": (L, N)} of activations (L, N, C)."""
+        with blas_one_thread():
+            return self._score(acts)
+
+    def _score(self, acts: np.ndarray) -> dict[str, np.ndarray]:
         full = np.stack([mahalanobis(f, a) for f, a in zip(self.layers, acts, strict=True)])
         diag = np.stack([diagonal_mahalanobis(f, a) for f, a in zip(self.layers, acts, strict=True)])
         return {"mahalanobis": full, "relative": full - diag}
@@ -198,7 +203,8 @@ def fit_activations(acts: np.ndarray, labels: list | None = None, meta: dict | N
             raise UserError(f"{len(labels)} labels for {acts.shape[1]} texts; give one label per text")
         classes = sorted({str(x) for x in labels})
         codes = np.array([classes.index(str(x)) for x in labels])
-    layers = [fit_gaussian(a, codes) for a in acts]
+    with blas_one_thread():
+        layers = [fit_gaussian(a, codes) for a in acts]
     base = {"n_fit": int(acts.shape[1]), "dim": int(acts.shape[2]), "n_layer": int(acts.shape[0]),
             "classes": classes or ["in"]}  # fmt: skip
     return OODFit(layers, {**base, **(meta or {})})
@@ -218,6 +224,12 @@ def auroc_report(fit: OODFit, test_in: np.ndarray, test_out: np.ndarray, *, n_bo
                  fit_in: np.ndarray | None = None, exposure_draws: int = 5) -> dict:  # fmt: skip
     """AUROC per layer (both scores, bootstrap CI) from activations (L, N, C); the exposure curve at the
     best layer when the fit activations `fit_in` are given."""
+    with blas_one_thread():
+        return _auroc_report(fit, test_in, test_out, n_boot, seed, fit_in, exposure_draws)
+
+
+def _auroc_report(fit: OODFit, test_in: np.ndarray, test_out: np.ndarray, n_boot: int, seed: int,
+                  fit_in: np.ndarray | None, exposure_draws: int) -> dict:  # fmt: skip
     s_in, s_out = fit.score_activations(test_in), fit.score_activations(test_out)
     layers = []
     for layer in range(len(fit.layers)):
