@@ -4,7 +4,7 @@
 
 Writes a fresh ~10M parameter GPT (9 layers, width 288: the ladder's size 1e7, byte tokenizer) as
 a checkpoint, writes the `--benchmark` texts (n in-distribution, n OOD) to .jsonl files, then
-times `scalelab ood score --in IN --out OUT --n N` in a subprocess, end to end (imports, model load,
+times `scalelab ood score --in IN --out OUT --n N` in a subprocess, end to end, wall and CPU time (imports, model load,
 fit on n/2, activations of all 2n texts, bootstrap, outlier exposure). The weights are random:
 the time does not depend on them, the AUROC does (it is not the point here). Prints one JSON line.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -51,16 +52,18 @@ def main() -> None:
            "--in", str(work / "in.jsonl"), "--out", str(work / "out.jsonl"), "--n", str(args.n),
            "--max-tokens", str(args.max_tokens), "--workdir", str(work), "--threads", str(args.threads),
            "--json"]  # fmt: skip
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True)
-    score_s = time.perf_counter() - t0
+    score_s, cpu1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    score_cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if r.returncode != 0:
         sys.exit(r.stderr)
     res = json.loads(r.stdout.strip().splitlines()[-1])
+    best = res["layers"][res["best_layer"]]
     print(json.dumps({
         "prompts": 2 * args.n, "benchmark": args.benchmark, "max_tokens": args.max_tokens, "tokens": sum(tokens),
-        "params": model.param_counts(), "score_s": round(score_s, 2), "benchmark_build_s": round(build_s, 2),
-        "best_layer": res["best_layer"], "best_auroc": res["layers"][res["best_layer"]]["auroc"],
+        "params": model.param_counts(), "score_s": round(score_s, 2), "score_cpu_s": round(score_cpu_s, 2),
+        "benchmark_build_s": round(build_s, 2), "best_layer": res["best_layer"], "best_auroc": best["auroc"],
         "torch_threads": args.threads or torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
     }))  # fmt: skip
 
