@@ -1,6 +1,6 @@
 """Benchmark of `scalelab ood score` on 2,000 prompts with a ~10M parameter model on the CPU.
 
-    python benchmarks/bench_ood.py [--n 1000] [--benchmark near] [--max-tokens 128] [--threads 0]
+    python benchmarks/bench_ood.py [--n 1000] [--benchmark near] [--max-tokens 128] [--threads 0] [--bf16]
 
 Writes a fresh ~10M parameter GPT (9 layers, width 288: the ladder's size 1e7, byte tokenizer) as
 a checkpoint, writes the `--benchmark` texts (n in-distribution, n OOD) to .jsonl files, then
@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="texts per side (2n prompts in all)")
     ap.add_argument("--benchmark", default="near")
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--bf16", action="store_true", help="pass --bf16 (bfloat16 matmuls)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
 
@@ -51,7 +52,7 @@ def main() -> None:
     cmd = [sys.executable, "-m", "scalelab", "ood", "score", "--model", str(work / "runs" / "m10"),
            "--in", str(work / "in.jsonl"), "--out", str(work / "out.jsonl"), "--n", str(args.n),
            "--max-tokens", str(args.max_tokens), "--workdir", str(work), "--threads", str(args.threads),
-           "--json"]  # fmt: skip
+           "--json"] + (["--bf16"] if args.bf16 else [])  # fmt: skip
     t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True)
     score_s, cpu1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -64,7 +65,8 @@ def main() -> None:
         "prompts": 2 * args.n, "benchmark": args.benchmark, "max_tokens": args.max_tokens, "tokens": sum(tokens),
         "params": model.param_counts(), "score_s": round(score_s, 2), "score_cpu_s": round(score_cpu_s, 2),
         "benchmark_build_s": round(build_s, 2), "best_layer": res["best_layer"], "best_auroc": best["auroc"],
-        "torch_threads": args.threads or torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "bf16": args.bf16, "torch_threads": args.threads or torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
     }))  # fmt: skip
 
 

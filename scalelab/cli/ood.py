@@ -31,6 +31,7 @@ SeedOpt = typer.Option(0, "--seed", help="Seed of the sampling, the fit/test spl
 MaxTokOpt = typer.Option(128, "--max-tokens", min=1, help="Texts are cut to this many tokens (and the context).")
 BatchOpt = typer.Option(32, "--batch-size", min=1, help="Texts per forward pass.")
 FieldOpt = typer.Option("text", "--field", help="The text field of a .jsonl source.")
+Bf16Opt = typer.Option(False, "--bf16", help="bfloat16 matmuls (autocast): ~3x less CPU time where the CPU has AMX.")
 ThreadsOpt = typer.Option(0, "--threads", min=0, help="Torch threads for the forward passes (0: torch's default).")
 
 
@@ -48,19 +49,20 @@ def _split(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
     return [texts[i] for i in order[:half]], [texts[i] for i in order[half:]]
 
 
-def _activations(model, tokenizer, texts: list[str], what: str, batch_size: int, max_tokens: int) -> np.ndarray:
+def _activations(model, tokenizer, texts: list[str], what: str, batch_size: int, max_tokens: int,
+                 bf16: bool) -> np.ndarray:  # fmt: skip
     from scalelab.evals.ood import pooled_activations
 
     note(f"activations of {len(texts)} {what} texts")
     if not show_progress():
-        return pooled_activations(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens)
+        return pooled_activations(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens, bf16=bf16)
     from rich.progress import Progress as ProgressBar
 
     from scalelab.cli.common import err
 
     with ProgressBar(console=err, transient=True) as bar:
         task = bar.add_task(what, total=len(texts))
-        return pooled_activations(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens,
+        return pooled_activations(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens, bf16=bf16,
                                   progress=lambda done, total: bar.update(task, completed=done))  # fmt: skip
 
 
@@ -90,17 +92,17 @@ def _in_texts(source: str, n: int, seed: int, field: str) -> tuple[list[str], li
 def fit_cmd(
     model_ref: str = ModelOpt, source: str = InOpt, n: int = NOpt, seed: int = SeedOpt,
     max_tokens: int = MaxTokOpt, batch_size: int = BatchOpt, field: str = FieldOpt, threads: int = ThreadsOpt,
-    workdir: Path = WorkdirOpt, json_out: bool = JsonOpt,
+    bf16: bool = Bf16Opt, workdir: Path = WorkdirOpt, json_out: bool = JsonOpt,
 ):  # fmt: skip
     """Fit per-layer class mean and shared covariance on the first half of the --in texts; save it."""
     from scalelab.evals.ood import fit_activations, tokenizer_id
 
     model, tokenizer, info = _load(model_ref, workdir, threads)
     fit_texts, _ = _in_texts(source, n, seed, field)
-    acts = _activations(model, tokenizer, fit_texts, "fit", batch_size, max_tokens)
+    acts = _activations(model, tokenizer, fit_texts, "fit", batch_size, max_tokens, bf16)
     tok = {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "id": tokenizer_id(tokenizer)}
-    meta = {"max_tokens": max_tokens, "model": {"path": info["path"], "run_id": info["run_id"]}, "tokenizer": tok,
-            "source": source, "n": n, "seed": seed}  # fmt: skip
+    meta = {"max_tokens": max_tokens, "bf16": bf16, "model": {"path": info["path"], "run_id": info["run_id"]},
+            "tokenizer": tok, "source": source, "n": n, "seed": seed}  # fmt: skip
     fit = fit_activations(acts, None, meta)
     folder = fit.save(_fit_folder(workdir, info["run_id"] or info["path"], source, n, seed, max_tokens))
     res = {"fit": str(folder), "n_fit": len(fit_texts), "dim": fit.meta["dim"], "layers": fit.meta["n_layer"],
@@ -120,7 +122,8 @@ def score_cmd(
     n: int = NOpt, seed: int = SeedOpt, max_tokens: int = MaxTokOpt, batch_size: int = BatchOpt,
     n_boot: int = typer.Option(200, "--n-boot", min=0, help="Bootstrap resamples of the AUROC interval."),
     fit_dir: Path | None = typer.Option(None, "--fit", help="A saved fit (default: the one `ood fit` saved, if any)."),
-    field: str = FieldOpt, threads: int = ThreadsOpt, workdir: Path = WorkdirOpt, json_out: bool = JsonOpt,
+    field: str = FieldOpt, threads: int = ThreadsOpt, bf16: bool = Bf16Opt, workdir: Path = WorkdirOpt,
+    json_out: bool = JsonOpt,
 ):  # fmt: skip
     """AUROC per layer (Mahalanobis and relative Mahalanobis, bootstrap CI) of --in test texts vs --out."""
     from scalelab.data.ood_sets import texts_from_source
@@ -136,11 +139,11 @@ def score_cmd(
         fit.check_model(model, tokenizer)
         note(f"using the saved fit {saved} ({fit.meta['n_fit']} texts)")
     else:
-        fit_acts = _activations(model, tokenizer, fit_texts, "fit", batch_size, max_tokens)
-        fit = fit_activations(fit_acts)
-    cut = fit.meta.get("max_tokens") or max_tokens
-    test_in = _activations(model, tokenizer, test_texts, "in-test", batch_size, cut)
-    test_out = _activations(model, tokenizer, out_texts, "out", batch_size, cut)
+        fit_acts = _activations(model, tokenizer, fit_texts, "fit", batch_size, max_tokens, bf16)
+        fit = fit_activations(fit_acts, None, {"max_tokens": max_tokens, "bf16": bf16})
+    cut, half = fit.meta.get("max_tokens") or max_tokens, bool(fit.meta.get("bf16"))  # as the fit was made
+    test_in = _activations(model, tokenizer, test_texts, "in-test", batch_size, cut, half)
+    test_out = _activations(model, tokenizer, out_texts, "out", batch_size, cut, half)
     note(f"bootstrap ({n_boot} resamples) and outlier exposure")
     res = auroc_report(fit, test_in, test_out, n_boot=n_boot, seed=seed, fit_in=fit_acts)
     res = {"model": info["path"], "run_id": info["run_id"], "in": source, "out": out_source, **res}
