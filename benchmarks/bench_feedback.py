@@ -81,7 +81,7 @@ def bench_submit(args) -> dict:
     import httpx
 
     from scalelab.feedback.db import FeedbackDB
-    from scalelab.feedback.load import plan_turns, run_load
+    from scalelab.feedback.load import plan_turns, run_load, run_load_raw
     from scalelab.feedback.server import free_port
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -103,7 +103,8 @@ def bench_submit(args) -> dict:
             if args.rate:
                 result = asyncio.run(_open_loop(url, plan, args.rate, args.seed))
             else:
-                result = asyncio.run(run_load(url, plan, timeout_s=900, seed=args.seed))
+                load = run_load_raw if args.client == "raw" else run_load
+                result = asyncio.run(load(url, plan, timeout_s=900, seed=args.seed))
             server_cpu_ms = (_cpu_s(server.pid) - cpu0) * 1000 / plan.n
             client_cpu_ms = (time.process_time() - client0) * 1000 / plan.n
         finally:
@@ -112,6 +113,7 @@ def bench_submit(args) -> dict:
         stored = len(FeedbackDB(Path(workdir) / "feedback.db").comparisons())
     return {"bench": "submit", "labellers": args.labellers, "comparisons": plan.n, "stored": stored,
             "loop": f"open, {args.rate}/s" if args.rate else "closed", "synchronous": args.sync,
+            "client": "httpx" if args.rate else args.client,
             "server_cpu_ms_per_request": server_cpu_ms, "client_cpu_ms_per_request": client_cpu_ms,
             **result.summary()}  # fmt: skip
 
@@ -193,6 +195,12 @@ def main() -> None:
     s.add_argument("--rate", type=float, default=0.0, help="open loop at this many comparisons/s in all")
     s.add_argument("--sync", default="FULL", choices=["FULL", "NORMAL"])
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--client",
+        default="raw",
+        choices=["raw", "httpx"],
+        help="closed loop: hand-written HTTP/1.1 (light) or httpx (~4-5 ms CPU per request)",
+    )
     c = sub.add_parser("commit")
     c.add_argument("--labellers", type=int, default=50)
     c.add_argument("--per", type=int, default=40)
