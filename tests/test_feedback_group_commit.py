@@ -79,3 +79,24 @@ def test_a_failed_commit_fails_every_request_of_its_batch_and_the_writer_goes_on
         th.join()
     assert len(set(results)) == 3 and _rows(db) == 4
     committer.close()
+
+
+def test_the_light_load_client_stores_every_comparison_once(tmp_path):
+    import asyncio
+    import random
+
+    pytest.importorskip("fastapi", reason="the feedback extra is not installed")
+    pytest.importorskip("uvicorn", reason="the feedback extra is not installed")
+    from scalelab.feedback.app import Settings, create_app
+    from scalelab.feedback.load import run_load_raw
+    from scalelab.feedback.responder import Responder
+    from scalelab.feedback.server import serve_in_thread
+
+    db = FeedbackDB.in_workdir(tmp_path)
+    plan = plan_turns(db, 4, 5)
+    app = create_app(db, Responder([], rng=random.Random(0)), Settings(comparisons_per_minute=1e6))
+    with serve_in_thread(app) as url:
+        result = asyncio.run(run_load_raw(url, plan, timeout_s=60))
+        again = asyncio.run(run_load_raw(url, type(plan)(plan.labellers[:1]), timeout_s=60))
+    assert result.statuses == {200: 20} and len(set(result.ids)) == 20 and _rows(db) == 20
+    assert again.statuses == {409: 5}
