@@ -1,6 +1,7 @@
 """Benchmark of the feedback server: comparison submits under 50 concurrent labellers, and one turn.
 
     python benchmarks/bench_feedback.py submit [--labellers 50] [--per 40] [--rate R] [--sync FULL|NORMAL]
+    python benchmarks/bench_feedback.py commit [--mode group|single] [--labellers 50] [--per 40] [--sync FULL|NORMAL]
     python benchmarks/bench_feedback.py turn [--tokens 64] [--threads 2]
 
 `submit` serves the app with uvicorn in a child process on loopback (so the load client does not
@@ -8,6 +9,9 @@ share its interpreter) and drives it with `scalelab.feedback.load.run_load`: eve
 either back to back (closed loop: the latency is mostly queueing, 50 / throughput) or, with
 `--rate R`, at R comparisons per second in all (open loop: each labeller waits an exponential think
 time between submits, as a person would). Prints one JSON line.
+
+`commit` is the storage path alone (no HTTP): threads storing comparisons back to back, one
+transaction each (`--mode single`, as before group commit) or through the group committer.
 
 `turn` times `Responder.respond` (two responses of `--tokens` tokens, KV cache) on a fresh ~10M
 parameter GPT (9 layers, width 288, the ladder's aspect ratio) on the CPU. Prints one JSON line.
@@ -77,7 +81,7 @@ def bench_submit(args) -> dict:
     import httpx
 
     from scalelab.feedback.db import FeedbackDB
-    from scalelab.feedback.load import plan_turns, run_load
+    from scalelab.feedback.load import plan_turns, run_load, run_load_raw
     from scalelab.feedback.server import free_port
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -94,21 +98,63 @@ def bench_submit(args) -> dict:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        cpu0 = _cpu_s(server.pid)
+        cpu0, client0 = _cpu_s(server.pid), time.process_time()
         try:
             if args.rate:
                 result = asyncio.run(_open_loop(url, plan, args.rate, args.seed))
             else:
-                result = asyncio.run(run_load(url, plan, timeout_s=900, seed=args.seed))
+                load = run_load_raw if args.client == "raw" else run_load
+                result = asyncio.run(load(url, plan, timeout_s=900, seed=args.seed))
             server_cpu_ms = (_cpu_s(server.pid) - cpu0) * 1000 / plan.n
+            client_cpu_ms = (time.process_time() - client0) * 1000 / plan.n
         finally:
             server.terminate()
             server.join()
         stored = len(FeedbackDB(Path(workdir) / "feedback.db").comparisons())
     return {"bench": "submit", "labellers": args.labellers, "comparisons": plan.n, "stored": stored,
             "loop": f"open, {args.rate}/s" if args.rate else "closed", "synchronous": args.sync,
-            "server_cpu_ms_per_request": server_cpu_ms,
+            "client": "httpx" if args.rate else args.client,
+            "server_cpu_ms_per_request": server_cpu_ms, "client_cpu_ms_per_request": client_cpu_ms,
             **result.summary()}  # fmt: skip
+
+
+def bench_commit(args) -> dict:
+    """The storage path alone, no HTTP: `labellers` threads each store `per` comparisons back to back,
+    either one transaction (one fsync) each, in turn (`--mode single`, the store before group commit),
+    or through the `GroupCommitter` (`--mode group`). Isolates the fsync queueing from the server's CPU."""
+    import threading
+
+    from scalelab.feedback.db import FeedbackDB
+    from scalelab.feedback.group_commit import GroupCommitter
+    from scalelab.feedback.load import LoadResult, plan_turns
+
+    with tempfile.TemporaryDirectory() as workdir:
+        db = FeedbackDB(Path(workdir) / "feedback.db", synchronous=args.sync)
+        plan = plan_turns(db, args.labellers, args.per)
+        committer = GroupCommitter(db) if args.mode == "group" else None
+        result, lock = LoadResult(), threading.Lock()
+
+        def labeller(token: str, turns: list[str]) -> None:
+            who = db.labeller_for_token(token)
+            for turn_id in turns:
+                t0 = time.perf_counter()
+                item = (turn_id, who, "a", 2, "")
+                row = committer.submit(item).result() if committer else db.add_comparison(*item)
+                with lock:
+                    result.latencies_s.append(time.perf_counter() - t0)
+                    result.ids.append(row)
+
+        threads = [threading.Thread(target=labeller, args=lt) for lt in plan.labellers]
+        t0 = time.perf_counter()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        result.wall_s = time.perf_counter() - t0
+        commits = committer.batches if committer else plan.n
+        stored = len(db.comparisons())
+    return {"bench": "commit", "mode": args.mode, "synchronous": args.sync, "labellers": args.labellers,
+            "comparisons": plan.n, "stored": stored, "commits": commits, **result.summary()}  # fmt: skip
 
 
 def bench_turn(args) -> dict:
@@ -149,13 +195,24 @@ def main() -> None:
     s.add_argument("--rate", type=float, default=0.0, help="open loop at this many comparisons/s in all")
     s.add_argument("--sync", default="FULL", choices=["FULL", "NORMAL"])
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--client",
+        default="raw",
+        choices=["raw", "httpx"],
+        help="closed loop: hand-written HTTP/1.1 (light) or httpx (~4-5 ms CPU per request)",
+    )
+    c = sub.add_parser("commit")
+    c.add_argument("--labellers", type=int, default=50)
+    c.add_argument("--per", type=int, default=40)
+    c.add_argument("--mode", default="group", choices=["group", "single"])
+    c.add_argument("--sync", default="FULL", choices=["FULL", "NORMAL"])
     t = sub.add_parser("turn")
     t.add_argument("--tokens", type=int, default=64)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--repeats", type=int, default=10)
     t.add_argument("--two-models", action="store_true")
     args = p.parse_args()
-    out = bench_submit(args) if args.what == "submit" else bench_turn(args)
+    out = {"submit": bench_submit, "commit": bench_commit, "turn": bench_turn}[args.what](args)
     out.update(machine=platform.machine(), cpus=mp.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M"))
     print(json.dumps(out))
 

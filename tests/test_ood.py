@@ -106,6 +106,15 @@ def test_padding_does_not_change_pooled_activations(one_torch_thread):
     np.testing.assert_allclose(batched[1, 1], cache["blocks.1.resid_post"][0].mean(0).numpy(), atol=1e-5)
 
 
+def test_bf16_activations_are_close_to_float32(one_torch_thread):
+    model, tok = tiny_model(), ByteTokenizer()
+    texts = ["def f(x):", "Some plain prose here.", "x = [1, 2, 3]"]
+    full = pooled_activations(model, tok, texts)
+    half = pooled_activations(model, tok, texts, bf16=True)
+    assert half.dtype == np.float32
+    np.testing.assert_allclose(half, full, atol=0.05 * np.abs(full).max())
+
+
 def test_another_tokenizer_is_refused(tmp_path):
     model, tok = tiny_model(), ByteTokenizer()
     fit = fit_ood(model, tok, [f"line {i}" for i in range(6)])

@@ -20,8 +20,10 @@ from scalelab.cli.demo import demo_cmd
 from scalelab.cli.distill import distill_app
 from scalelab.cli.feedback import feedback_app
 from scalelab.cli.fit import fit_app
+from scalelab.cli.ood import ood_app
 from scalelab.cli.pm import eval_app, pm_app
 from scalelab.cli.probe import probe_app
+from scalelab.cli.rl import rl_app
 from scalelab.cli.study import study_cmd
 from scalelab.errors import RunDiverged, UserError
 
@@ -41,7 +43,8 @@ app.add_typer(probe_app, name="probe")
 app.add_typer(bench_app, name="bench")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(distill_app, name="distill")
-app.add_typer(importlib.import_module("scalelab.cli.rl").rl_app, name="rl")
+app.add_typer(rl_app, name="rl")
+app.add_typer(ood_app, name="ood")
 
 
 def _parser_exceptions(name: str) -> tuple[type[BaseException], ...]:

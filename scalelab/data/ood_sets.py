@@ -34,6 +34,7 @@ NAMES = ("near", "far", "hh")
 SNIPPET_LINES = 8
 MAX_CHARS = 400
 PER_FILE = 4
+PROSE_PER_FILE = 16
 HH_NAME = Path("hh-rlhf") / "harmless-base-test.jsonl.gz"
 
 
@@ -95,7 +96,7 @@ def _prose(lines: list[str], tree: ast.Module, rng: np.random.Generator) -> list
         para = " ".join(str(d.value.value).strip().split("\n\n")[0].split())  # type: ignore[attr-defined]
         if len(para) >= 80:
             found.append(para[:MAX_CHARS])
-    return [found[i] for i in sorted(rng.permutation(len(found))[:PER_FILE])]
+    return [found[i] for i in sorted(rng.permutation(len(found))[:PROSE_PER_FILE])]
 
 
 def _collect(files: list[Path] | tuple[Path, ...], n: int, seed: int, extract) -> list[str]:

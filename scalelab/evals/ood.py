@@ -28,6 +28,7 @@ from safetensors.numpy import load_file, save_file
 from scalelab.errors import UserError
 from scalelab.evals.ood_stats import (
     GaussianFit,
+    blas_one_thread,
     bootstrap_auroc,
     diagonal_mahalanobis,
     exposure_curve,
@@ -83,11 +84,12 @@ def _pooled_batch(model, batch: torch.Tensor, mask: torch.Tensor, last: str) -> 
 
 @torch.inference_mode()
 def pooled_activations(model, tokenizer, texts: list[str], *, batch_size: int = 32, max_tokens: int | None = None,
-                       progress: Progress | None = None) -> np.ndarray:  # fmt: skip
+                       progress: Progress | None = None, bf16: bool = False) -> np.ndarray:  # fmt: skip
     """(L, N, C) float32: residual stream after each of the L blocks, mean over each text's real tokens.
 
     Texts longer than the context (or `max_tokens`) are cut. Batches are formed by length, so that
-    little compute goes to padding; the result is in the order of `texts`.
+    little compute goes to padding; the result is in the order of `texts`. `bf16`: run the matmuls
+    in bfloat16 (autocast; about 3x less CPU time on CPUs with AMX, pooled values within ~1%).
     """
     check_tokenizer(model, tokenizer)
     limit = min(model.cfg.block_size, max_tokens or model.cfg.block_size)
@@ -107,7 +109,8 @@ def pooled_activations(model, tokenizer, texts: list[str], *, batch_size: int = 
             for r, i in enumerate(rows):
                 batch[r, : len(ids[i])] = torch.from_numpy(ids[i])
             mask = (torch.arange(batch.size(1))[None, :] < lengths[:, None]).to(device)  # (B, T)
-            pooled = _pooled_batch(model, batch.to(device), mask, last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                pooled = _pooled_batch(model, batch.to(device), mask, last)
             for layer, value in pooled.items():
                 out[layer, rows] = value.cpu().numpy()
             if progress is not None:
@@ -123,7 +126,7 @@ class OODFit:
 
     layers: list[GaussianFit]
     meta: dict
-    """n_fit, dim, n_layer, classes, max_tokens, tokenizer (kind, vocab_size, id), model (run id, path)."""
+    """n_fit, dim, n_layer, classes, max_tokens, bf16, tokenizer (kind, vocab_size, id), model (run id, path)."""
 
     @property
     def shrunk(self) -> bool:
@@ -146,6 +149,10 @@ class OODFit:
 
     def score_activations(self, acts: np.ndarray) -> dict[str, np.ndarray]:
         """{"mahalanobis": (L, N), "relative": (L, N)} of activations (L, N, C)."""
+        with blas_one_thread():
+            return self._score(acts)
+
+    def _score(self, acts: np.ndarray) -> dict[str, np.ndarray]:
         full = np.stack([mahalanobis(f, a) for f, a in zip(self.layers, acts, strict=True)])
         diag = np.stack([diagonal_mahalanobis(f, a) for f, a in zip(self.layers, acts, strict=True)])
         return {"mahalanobis": full, "relative": full - diag}
@@ -154,7 +161,8 @@ class OODFit:
               progress: Progress | None = None) -> dict[str, np.ndarray]:  # fmt: skip
         self.check_model(model, tokenizer)
         acts = pooled_activations(model, tokenizer, texts, batch_size=batch_size,
-                                  max_tokens=self.meta["max_tokens"], progress=progress)  # fmt: skip
+                                  max_tokens=self.meta["max_tokens"], progress=progress,
+                                  bf16=bool(self.meta.get("bf16")))  # fmt: skip
         return self.score_activations(acts)
 
     def save(self, folder: str | Path) -> Path:
@@ -198,7 +206,8 @@ def fit_activations(acts: np.ndarray, labels: list | None = None, meta: dict | N
             raise UserError(f"{len(labels)} labels for {acts.shape[1]} texts; give one label per text")
         classes = sorted({str(x) for x in labels})
         codes = np.array([classes.index(str(x)) for x in labels])
-    layers = [fit_gaussian(a, codes) for a in acts]
+    with blas_one_thread():
+        layers = [fit_gaussian(a, codes) for a in acts]
     base = {"n_fit": int(acts.shape[1]), "dim": int(acts.shape[2]), "n_layer": int(acts.shape[0]),
             "classes": classes or ["in"]}  # fmt: skip
     return OODFit(layers, {**base, **(meta or {})})
@@ -206,11 +215,12 @@ def fit_activations(acts: np.ndarray, labels: list | None = None, meta: dict | N
 
 def fit_ood(model, tokenizer, texts: list[str], labels: list | None = None, *, batch_size: int = 32,
             max_tokens: int | None = None, progress: Progress | None = None,
-            model_info: dict | None = None) -> OODFit:  # fmt: skip
+            model_info: dict | None = None, bf16: bool = False) -> OODFit:  # fmt: skip
     """Fit per-layer class means and shared covariance of `model`'s pooled activations on `texts`."""
-    acts = pooled_activations(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens, progress=progress)
+    acts = pooled_activations(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens, progress=progress,
+                              bf16=bf16)  # fmt: skip
     tok = {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "id": tokenizer_id(tokenizer)}
-    meta = {"max_tokens": max_tokens, "model": model_info or {}, "tokenizer": tok}
+    meta = {"max_tokens": max_tokens, "bf16": bf16, "model": model_info or {}, "tokenizer": tok}
     return fit_activations(acts, labels, meta)
 
 
@@ -218,6 +228,12 @@ def auroc_report(fit: OODFit, test_in: np.ndarray, test_out: np.ndarray, *, n_bo
                  fit_in: np.ndarray | None = None, exposure_draws: int = 5) -> dict:  # fmt: skip
     """AUROC per layer (both scores, bootstrap CI) from activations (L, N, C); the exposure curve at the
     best layer when the fit activations `fit_in` are given."""
+    with blas_one_thread():
+        return _auroc_report(fit, test_in, test_out, n_boot, seed, fit_in, exposure_draws)
+
+
+def _auroc_report(fit: OODFit, test_in: np.ndarray, test_out: np.ndarray, n_boot: int, seed: int,
+                  fit_in: np.ndarray | None, exposure_draws: int) -> dict:  # fmt: skip
     s_in, s_out = fit.score_activations(test_in), fit.score_activations(test_out)
     layers = []
     for layer in range(len(fit.layers)):
@@ -238,7 +254,7 @@ def auroc_report(fit: OODFit, test_in: np.ndarray, test_out: np.ndarray, *, n_bo
 
 def ood_auroc_by_layer(model, tokenizer, in_fit: list[str], in_test: list[str], out_test: list[str], *,
                        n_boot: int = 200, seed: int = 0, batch_size: int = 32, max_tokens: int | None = None,
-                       labels: list | None = None, exposure_draws: int = 5,
+                       labels: list | None = None, exposure_draws: int = 5, bf16: bool = False,
                        progress: Progress | None = None) -> dict:  # fmt: skip
     """AUROC per layer of Mahalanobis and relative Mahalanobis scores, fit on `in_fit`.
 
@@ -253,7 +269,7 @@ def ood_auroc_by_layer(model, tokenizer, in_fit: list[str], in_test: list[str], 
 
     def acts(texts: list[str]) -> np.ndarray:
         return pooled_activations(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens,
-                                  progress=progress)  # fmt: skip
+                                  progress=progress, bf16=bf16)  # fmt: skip
 
     a_fit = acts(in_fit)
     fit = fit_activations(a_fit, labels)

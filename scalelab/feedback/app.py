@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from scalelab.feedback.db import Conflict, FeedbackDB, Labeller, NotFound
+from scalelab.feedback.group_commit import GroupCommitter
 from scalelab.feedback.responder import Responder
 from scalelab.feedback.security import (
     BodyLimit,
@@ -85,9 +85,9 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
     turn_limit = RateLimiter(settings.turns_per_minute, settings.turn_burst)
     compare_limit = RateLimiter(settings.comparisons_per_minute, settings.comparison_burst)
     login_limit = RateLimiter(20, 10)
-    # one writer thread: comparisons are committed in arrival order (FIFO), one fsync at a time, while the
-    # event loop keeps parsing and authenticating the requests behind them
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback-writer")
+    # one writer thread: the comparisons waiting at each moment are committed together (one fsync), and each
+    # request is answered after the commit that holds it, while the event loop keeps parsing the ones behind
+    committer = GroupCommitter(db)
     app = FastAPI(title="scalelab feedback", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
@@ -132,13 +132,15 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
             raise HTTPException(409, str(e)) from None
         return {"conversation_id": cid, "turn_id": turn_id, "responses": list(responses)}
 
-    def make_comparison(labeller: Labeller, turn_id: str, choice: str, strength: int, comment: str) -> int:
+    def refusal(e: NotFound | Conflict) -> HTTPException:
+        return HTTPException(404, "no such turn") if isinstance(e, NotFound) else HTTPException(409, str(e))
+
+    async def make_comparison(labeller: Labeller, turn_id: str, choice: str, strength: int, comment: str) -> int:
+        """Store a comparison through the group committer; returns once the commit that holds it is done."""
         try:
-            return db.add_comparison(turn_id, labeller, choice, strength, comment)
-        except NotFound:
-            raise HTTPException(404, "no such turn") from None
-        except Conflict as e:
-            raise HTTPException(409, str(e)) from None
+            return await asyncio.wrap_future(committer.submit((turn_id, labeller, choice, strength, comment)))
+        except (NotFound, Conflict) as e:
+            raise refusal(e) from None
 
     @app.post("/api/turns")
     def api_turns(body: TurnIn, labeller: Labeller = Depends(api_labeller)) -> dict:
@@ -148,8 +150,7 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
     @app.post("/api/comparisons")
     async def api_comparisons(body: ComparisonIn, labeller: Labeller = Depends(api_labeller)) -> dict:
         limited(compare_limit, (labeller.id, "compare"))
-        args = (labeller, body.turn_id, body.choice, body.strength, body.comment)
-        return {"id": await asyncio.get_running_loop().run_in_executor(writer, make_comparison, *args)}
+        return {"id": await make_comparison(labeller, body.turn_id, body.choice, body.strength, body.comment)}
 
     @app.get("/api/stats")
     def api_stats(labeller: Labeller = Depends(api_labeller)) -> dict:
@@ -261,11 +262,11 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
             return conversation_page(request, session, conversation_id, 422, "Choose a response on the scale.")
         limited(compare_limit, (labeller.id, "compare"))
         try:
-            make_comparison(labeller, turn_id, pick[0], int(pick[1]), comment.strip())
-        except HTTPException as e:
-            if e.status_code == 409:
-                return conversation_page(request, session, conversation_id, 409, str(e.detail))
-            raise
+            committer.submit((turn_id, labeller, pick[0], int(pick[1]), comment.strip())).result()
+        except Conflict as e:
+            return conversation_page(request, session, conversation_id, 409, str(e))
+        except NotFound as e:
+            raise refusal(e) from None
         return RedirectResponse(f"/?c={conversation_id}", status_code=303)
 
     @app.exception_handler(HTTPException)

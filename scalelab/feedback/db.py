@@ -1,10 +1,12 @@
 """The feedback store: labellers, sessions, conversations, turns and comparisons in one SQLite file.
 
 `<workdir>/feedback.db`, in WAL mode with ``synchronous=FULL``: a comparison is committed (and on
-disk) in one transaction before its request is answered. Each thread has its own connection; writes
-go through one process-wide lock, so concurrent writers queue in order instead of polling SQLite's
-busy handler. Tokens and session ids are stored only as SHA-256 hashes (they are 256-bit random
-strings, so a plain hash is enough: there is nothing to brute-force).
+disk, fsync) before its request is answered. Comparisons that arrive together are committed together
+(`add_comparisons`, driven by `group_commit.GroupCommitter`): one transaction and one fsync for the
+batch, each comparison in its own savepoint, each request answered only after that commit. Each
+thread has its own connection; writes go through one process-wide lock, so concurrent writers queue
+in order instead of polling SQLite's busy handler. Tokens and session ids are stored only as SHA-256
+hashes (they are 256-bit random strings, so a plain hash is enough: there is nothing to brute-force).
 
 A comparison row is self-contained: it repeats the labeller, models, sampling settings, the full
 context and both responses of its turn, so an export needs no join and a row means the same thing
@@ -105,6 +107,10 @@ class NotFound(Exception):
 class Labeller:
     id: int
     name: str
+
+
+ComparisonItem = tuple[str, Labeller, str, int, str]
+"""(turn id, labeller, choice 'a'|'b', strength 1-4, comment): one comparison to store."""
 
 
 @dataclass(frozen=True)
@@ -310,28 +316,33 @@ class FeedbackDB:
     # ------------------------------------------------------------------ comparisons
     def add_comparison(self, turn_id: str, labeller: Labeller, choice: str, strength: int, comment: str) -> int:
         """Store one comparison (one transaction) and mark the turn; `Conflict` if it was compared already."""
+        (result,) = self.add_comparisons([(turn_id, labeller, choice, strength, comment)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-        def insert(conn):
-            row = conn.execute(
-                "SELECT t.*, c.mode, c.labeller_id FROM turns t JOIN conversations c ON c.id = t.conversation_id "
-                "WHERE t.id = ?", (turn_id,)
-            ).fetchone()  # fmt: skip
-            if row is None or row["labeller_id"] != labeller.id:
-                raise NotFound(turn_id)
-            if row["chosen"] is not None:
-                raise Conflict("this turn has been compared already")
-            cur = conn.execute(
-                "INSERT INTO comparisons (turn_id, conversation_id, labeller_id, labeller, created_at, mode, model_a, "
-                "model_b, settings, context, human, response_a, response_b, choice, strength, comment, shown_left) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'a')",
-                (turn_id, row["conversation_id"], labeller.id, labeller.name, time.time(), row["mode"], row["model_a"],
-                 row["model_b"], row["settings"], row["context"], row["human"], row["response_a"], row["response_b"],
-                 choice, strength, comment),
-            )  # fmt: skip
-            conn.execute("UPDATE turns SET chosen = ? WHERE id = ?", (choice, turn_id))
-            return cur.lastrowid
+    def add_comparisons(self, items: list[ComparisonItem]) -> list[int | NotFound | Conflict]:
+        """Store several comparisons in ONE transaction, a group commit: one fsync for all of them.
 
-        return self._write(insert)
+        Each goes in its own savepoint, so one that is refused (`NotFound`, `Conflict`) is undone alone
+        and the others stand. Returns, per item, the new row id or the refusal; it returns only after
+        the commit, so a caller that answers requests from it answers each only once its comparison is
+        on disk. If the commit itself fails, it raises and nothing of the batch is stored.
+        """
+
+        def insert_all(conn):
+            results: list[int | NotFound | Conflict] = []
+            for item in items:
+                conn.execute("SAVEPOINT one")
+                try:
+                    results.append(_insert_comparison(conn, *item))
+                except (NotFound, Conflict) as e:
+                    conn.execute("ROLLBACK TO one")
+                    results.append(e)
+                conn.execute("RELEASE one")
+            return results
+
+        return self._write(insert_all)
 
     def comparisons(self) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM comparisons ORDER BY id")
@@ -357,6 +368,29 @@ class FeedbackDB:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _insert_comparison(conn: sqlite3.Connection, turn_id: str, labeller: Labeller, choice: str, strength: int,
+                       comment: str) -> int:  # fmt: skip
+    """Insert one comparison row (copying its turn) and mark the turn chosen; inside the caller's transaction."""
+    row = conn.execute(
+        "SELECT t.*, c.mode, c.labeller_id FROM turns t JOIN conversations c ON c.id = t.conversation_id "
+        "WHERE t.id = ?", (turn_id,)
+    ).fetchone()  # fmt: skip
+    if row is None or row["labeller_id"] != labeller.id:
+        raise NotFound(turn_id)
+    if row["chosen"] is not None:
+        raise Conflict("this turn has been compared already")
+    cur = conn.execute(
+        "INSERT INTO comparisons (turn_id, conversation_id, labeller_id, labeller, created_at, mode, model_a, "
+        "model_b, settings, context, human, response_a, response_b, choice, strength, comment, shown_left) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'a')",
+        (turn_id, row["conversation_id"], labeller.id, labeller.name, time.time(), row["mode"], row["model_a"],
+         row["model_b"], row["settings"], row["context"], row["human"], row["response_a"], row["response_b"],
+         choice, strength, comment),
+    )  # fmt: skip
+    conn.execute("UPDATE turns SET chosen = ? WHERE id = ?", (choice, turn_id))
+    return int(cur.lastrowid or 0)
 
 
 def _turn(r: sqlite3.Row) -> Turn:
