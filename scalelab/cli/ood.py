@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from scalelab.cli.common import JsonOpt, WorkdirOpt, fmt, note, out, print_json, rows_table, say, show_progress
@@ -44,13 +43,15 @@ def _fit_folder(workdir: Path, run_key: str, source: str, n: int, seed: int, max
 
 def _split(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
     """(fit half, test half) by a seeded permutation; the same for `fit` and `score`."""
+    import numpy as np
+
     order = np.random.default_rng(seed + 7919).permutation(len(texts))
     half = len(texts) // 2
     return [texts[i] for i in order[:half]], [texts[i] for i in order[half:]]
 
 
 def _activations(model, tokenizer, texts: list[str], what: str, batch_size: int, max_tokens: int,
-                 bf16: bool) -> np.ndarray:  # fmt: skip
+                 bf16: bool):  # fmt: skip  -> np.ndarray (n, layers, d)
     from scalelab.evals.ood import pooled_activations
 
     note(f"activations of {len(texts)} {what} texts")
