@@ -27,7 +27,7 @@ def _loss_vs_flops(res: dict):
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("Loss vs compute per recipe (solid: best size; dots: first evaluation at the target)")
+    ax.set_title("Loss vs compute (solid: best size; dots: first eval at target)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return fig
