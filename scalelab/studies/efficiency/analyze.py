@@ -98,7 +98,7 @@ def analyze(store, config: Config) -> dict:
             if not any(np.all(np.isfinite(v)) for v in cells[r].values())}  # fmt: skip
     if cells and all(r in gaps or not cells[r] for r in recipes):
         raise UserError(unreachable_message(target, gaps) + "; no recipe reached it, so there is nothing to "
-                        "compare: lower the bar with --set target_loss=X (above those best losses); the finished "
+                        "compare: raise the target above those best losses (--set target_loss=X); the finished "
                         "runs are kept and reused")  # fmt: skip
     eff = efficiency_multipliers({r: v for r, v in cells.items() if v}, config.baseline, n_boot=config.bootstrap,
                                  seed=config.seed, level=config.level)  # fmt: skip
@@ -134,13 +134,16 @@ def summary(results: dict) -> str:
     lines = [f"Target validation loss {results['target_loss']:.4f} ({results['target_rule']}); compute to target = "
              f"training FLOPs at the first evaluation at or below it"
              + (" (interpolated between evaluations)." if results["interpolate"] else ".")]  # fmt: skip
+    base = results["baseline"]
+    base_reached = results["best_size"].get(base) is not None
     for r, m in results["multipliers"].items():
         c = results["compute"][r]
         size = results["best_size"].get(r)
         if size is None:
             lines.append(f"{r}: never reached the target.")
             continue
-        lines.append(f"{r}: {_fmt3(c)} FLOPs at size {size}; {_fmt3(m)}x the efficiency of {results['baseline']}.")
+        ratio = f"{_fmt3(m)}x the efficiency of {base}" if base_reached else f"no multiplier ({base} never reached it)"
+        lines.append(f"{r}: {_fmt3(c)} FLOPs at size {size}; {ratio}.")
     if "doubling_time_months" in results:
         lines.append(f"Doubling time over the dated recipes: {_fmt3(results['doubling_time_months'], ' months')}.")
     lines += results.get("notes", [])
