@@ -1,6 +1,7 @@
 """Coverage of `fit chinchilla/power --predict` prediction intervals on simulated laws, extrapolating.
 
-    python benchmarks/bench_forecast_coverage.py [--trials 40] [--boot 100] [--law chinchilla|power|both]
+    python benchmarks/bench_forecast_coverage.py [--trials 40] [--boot 100] [--sd 0.02] [--law chinchilla|power|both]
+                                                  [--points 10]
 
 Each trial draws a training design from a known law with multiplicative noise (loss * exp(sd z)),
 fits it, and predicts fresh noisy observations at the training range (1x), and at 10x and 100x the
@@ -40,9 +41,9 @@ def chinchilla_trial(rng, sd, n_boot, method, seed):
     return np.tile(scales, 3), cov
 
 
-def power_trial(rng, sd, n_boot, method, seed):
+def power_trial(rng, sd, n_boot, method, seed, points=10):
     E, A, alpha = 1.8, 30.0, 0.3
-    x = np.geomspace(1e6, 1e8, 10)
+    x = np.geomspace(1e6, 1e8, points)
     y = (E + A * x**-alpha) * np.exp(sd * rng.standard_normal(x.size))
     scales = np.array([1.0, 10.0, 100.0])
     x_new = x.max() * scales
@@ -58,10 +59,15 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=100)
     ap.add_argument("--sd", type=float, default=0.02)
     ap.add_argument("--law", default="both")
+    ap.add_argument("--points", type=int, default=10, help="training runs of the power law (2 decades of x)")
     args = ap.parse_args()
     laws = ["chinchilla", "power"] if args.law == "both" else [args.law]
     for law in laws:
-        trial = chinchilla_trial if law == "chinchilla" else power_trial
+        def trial(rng, sd, n_boot, method, seed, law=law):
+            if law == "chinchilla":
+                return chinchilla_trial(rng, sd, n_boot, method, seed)
+            return power_trial(rng, sd, n_boot, method, seed, args.points)
+
         for method in ("residual", "pairs"):
             t0 = time.perf_counter()
             scales, hits = [], []
@@ -71,7 +77,8 @@ def main() -> None:
                 hits.append(c)
             s, h = np.concatenate(scales), np.concatenate(hits)
             cov = {f"{k:g}x": f"{h[s == k].mean():.2f} (n={int((s == k).sum())})" for k in np.unique(s)}
-            print(f"{law:10s} {method:8s} sd={args.sd} boot={args.boot} trials={args.trials}: coverage {cov} "
+            pts = f" points={args.points}" if law == "power" else ""
+            print(f"{law:10s} {method:8s} sd={args.sd}{pts} boot={args.boot} trials={args.trials}: coverage {cov} "
                   f"[{time.perf_counter() - t0:.0f} s]", flush=True)
 
 

@@ -118,10 +118,10 @@ PredictOpt = typer.Option(None, "--predict", help="CSV of runs to predict (same 
                           "is optional): adds `predictions` with 95% prediction intervals.")
 
 
-def predict_rows(path: Path, keys: dict[str, tuple[str, str]], loss_col: str, predict) -> dict[str, object]:
-    """Read TEST, predict it with `predict(*columns)`, score against its loss column if it has one.
+def read_test(path: Path, keys: dict[str, tuple[str, str]], loss_col: str) -> tuple[dict, np.ndarray | None]:
+    """TEST's columns {output key: values} and its losses (None without a loss column), checked before any fit.
 
-    keys: {output key: (column name, option that names it)}; predict returns `PointPredictions`.
+    keys: {output key: (column name, option that names it)}.
     """
     frame = read_runs(path)
     if len(frame) == 0:
@@ -133,6 +133,12 @@ def predict_rows(path: Path, keys: dict[str, tuple[str, str]], loss_col: str, pr
                             f"(line {int((~(v > 0)).argmax()) + FIRST_DATA_LINE}); fix or remove that row")
     has_loss = loss_col in frame.columns or any(str(c).strip().lower() == loss_col.lower() for c in frame.columns)
     actual = numeric_column(frame, find_column(frame, loss_col, "--loss-col", path), path) if has_loss else None
+    return cols, actual
+
+
+def predict_rows(test: tuple[dict, np.ndarray | None], predict) -> dict[str, object]:
+    """Predict TEST (`read_test`) with `predict(*columns)` -> `PointPredictions`; score it if it has losses."""
+    cols, actual = test
     scored = predict(*cols.values()).score(actual)
     rows = [{k: float(v[i]) for k, v in cols.items()} | r for i, r in enumerate(scored["predictions"])]
     return {"predictions": rows, "prediction_summary": scored["summary"]}
@@ -179,6 +185,7 @@ def chinchilla_command(
     n, d, y = check_chinchilla_data(*(numeric_column(frame, c, csv) for c in cols),
                                     names=tuple(f"column {c!r}" for c in cols),  # type: ignore[arg-type]
                                     first_line=FIRST_DATA_LINE)
+    test = read_test(predict, {"N": (cols[0], "--n-col"), "D": (cols[1], "--d-col")}, cols[2]) if predict else None
     fit = fit_chinchilla(n, d, y)
     result: dict[str, object] = {"law": "chinchilla", **fit.to_dict()}
     derived = chinchilla_quantities(fit.theta, flops)
@@ -189,16 +196,15 @@ def chinchilla_command(
                                                   flops=flops, progress=progress),
             not show_progress(), bootstrap)
         result.update(ci={k: list(v) for k, v in boot.ci.items()}, n_boot=bootstrap, seed=seed)
-    if predict is not None:
+    if test is not None:
         from scalelab.laws.forecast_points import predict_chinchilla
 
-        result.update(predict_rows(predict, {"N": (cols[0], "--n-col"), "D": (cols[1], "--d-col")}, cols[2],
-                                   lambda nn, dd: predict_chinchilla(n, d, y, nn, dd, n_boot=bootstrap or PREDICT_BOOT,
-                                                                     seed=seed, fit=fit)))  # fmt: skip
+        result.update(predict_rows(test, lambda nn, dd: predict_chinchilla(
+            n, d, y, nn, dd, n_boot=bootstrap or PREDICT_BOOT, seed=seed, fit=fit)))
     if as_json:
         print_json(result)
         return
-    if predict is not None:
+    if test is not None:
         _print_predictions(result)
     _print_table(f"Chinchilla fit of {csv.name}", result,
                  ["E", "A", "B", "alpha", "beta", "a", "b", "G"]
@@ -224,6 +230,7 @@ def power_command(
     xa, ya = check_power_data(*(numeric_column(frame, c, csv) for c in cols),
                               names=tuple(f"column {c!r}" for c in cols),  # type: ignore[arg-type]
                               first_line=FIRST_DATA_LINE)
+    test = read_test(predict, {"x": (cols[0], "--x")}, cols[1]) if predict else None
     fit = fit_power_law(xa, ya)
     result: dict[str, object] = {"law": "power", "x": cols[0], "y": cols[1], **fit.to_dict()}
     if bootstrap > 0:
@@ -232,16 +239,14 @@ def power_command(
                                                  progress=progress),
             not show_progress(), bootstrap)
         result.update(ci={k: list(v) for k, v in boot.ci.items()}, n_boot=bootstrap, seed=seed)
-    if predict is not None:
+    if test is not None:
         from scalelab.laws.forecast_points import predict_power_law
 
-        def run(xx: np.ndarray):
-            return predict_power_law(xa, ya, xx, n_boot=bootstrap or PREDICT_BOOT, seed=seed, fit=fit)
-
-        result.update(predict_rows(predict, {"x": (cols[0], "--x")}, cols[1], run))
+        result.update(predict_rows(test, lambda xx: predict_power_law(
+            xa, ya, xx, n_boot=bootstrap or PREDICT_BOOT, seed=seed, fit=fit)))
     if as_json:
         print_json(result)
         return
-    if predict is not None:
+    if test is not None:
         _print_predictions(result)
     _print_table(f"Power-law fit of {csv.name}: {cols[1]} vs {cols[0]}", result, ["E", "A", "alpha"])
