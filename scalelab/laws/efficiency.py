@@ -236,4 +236,4 @@ def paper_table_fit(level: float = 0.95) -> dict[str, object]:
     fit = fit_doubling_time([d for _, d, _ in PAPER_IMAGENET], [c for _, _, c in PAPER_IMAGENET], level=level)
     table = [{"method": m, "date": d, "pfs_days": c, "flops": c * PFS_DAY} for m, d, c in PAPER_IMAGENET]
     return {"table": table, "fit": fit.to_dict(), "doubling_time_months": [fit.months, *fit.months_ci],
-            "factor": fit.factor, "source": "Hernandez & Brown 2020, arXiv 2005.04305 (ImageNet, AlexNet-level)"}
+            "factor": fit.factor, "source": "Hernandez and Brown 2020, arXiv 2005.04305 (ImageNet, AlexNet-level)"}

@@ -25,5 +25,6 @@ from scalelab.studies.efficiency.analyze import analyze, summary
 from scalelab.studies.efficiency.config import Config
 from scalelab.studies.efficiency.figures import figures
 from scalelab.studies.efficiency.plan import plan
+from scalelab.studies.efficiency.report import sections
 
-__all__ = ["Config", "analyze", "figures", "plan", "summary"]
+__all__ = ["Config", "analyze", "figures", "plan", "sections", "summary"]

@@ -128,7 +128,7 @@ def summary(results: dict) -> str:
     """A few lines: the target, each recipe's compute-to-target and multiplier, the doubling time."""
     if results.get("mode") == "paper_table":
         f = results["fit"]
-        return (f"Hernandez & Brown 2020's ImageNet table ({f['n_points']} methods, {f['years']:.1f} years): "
+        return (f"Hernandez and Brown 2020's ImageNet table ({f['n_points']} methods, {f['years']:.1f} years): "
                 f"doubling time {_fmt3(results['doubling_time_months'], ' months')} (95% t interval of the slope); "
                 f"{results['factor']:.1f}x less compute from AlexNet to EfficientNet-b0 (paper: 44x, 16 months).")
     lines = [f"Target validation loss {results['target_loss']:.4f} ({results['target_rule']}); compute to target = "
