@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=100)
     ap.add_argument("--sd", type=float, default=0.02)
     ap.add_argument("--law", default="both")
+    ap.add_argument("--methods", default="residual,pairs")
     ap.add_argument("--points", type=int, default=10, help="training runs of the power law (2 decades of x)")
     args = ap.parse_args()
     laws = ["chinchilla", "power"] if args.law == "both" else [args.law]
@@ -68,7 +69,7 @@ def main() -> None:
                 return chinchilla_trial(rng, sd, n_boot, method, seed)
             return power_trial(rng, sd, n_boot, method, seed, args.points)
 
-        for method in ("residual", "pairs"):
+        for method in args.methods.split(","):
             t0 = time.perf_counter()
             scales, hits = [], []
             for t in range(args.trials):
