@@ -3,9 +3,14 @@
     scalelab fit chinchilla runs.csv [--n-col N] [--d-col D] [--loss-col loss]
                                      [--bootstrap K] [--seed S] [--flops C ...] [--json]
     scalelab fit power runs.csv --x N --y loss [--bootstrap K] [--seed S] [--json]
+    ... --predict TEST.csv: also predict every row of TEST.csv (same column names) with a 95%
+        prediction interval (`laws.forecast_points`: residual bootstrap of K refits, default 200)
 
 With --json, one JSON object is printed (other tools parse it): the parameters, `n_points`, and
-with --bootstrap a `ci` object of 95% percentile intervals, e.g. {"alpha": [lo, hi], ...}.
+with --bootstrap a `ci` object of 95% percentile intervals, e.g. {"alpha": [lo, hi], ...}. With
+--predict: `predictions`, one per TEST row in order, {N, D (or x), predicted, ci: [lo, hi]} plus
+`actual`, `rel_error` and `covered` when TEST has the loss column, and `prediction_summary`
+{n, level, method, median_abs_rel_error, coverage}.
 Problems with the file raise `UserError`, which the main CLI prints and exits 2 on.
 """
 
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.markup import escape
@@ -106,6 +111,54 @@ def _print_table(title: str, result: dict[str, object], keys: list[str]) -> None
     out.print(f"{result['n_points']} points; summed Huber loss {fmt_na(result['objective'])}", markup=False)
 
 
+PREDICT_BOOT = 200
+"""Bootstrap refits behind prediction intervals when --predict is given without --bootstrap."""
+
+PredictOpt = typer.Option(None, "--predict", help="CSV of runs to predict (same columns; the loss column "
+                          "is optional): adds `predictions` with 95% prediction intervals.")
+
+
+def read_test(path: Path, keys: dict[str, tuple[str, str]], loss_col: str) -> tuple[dict, np.ndarray | None]:
+    """TEST's columns {output key: values} and its losses (None without a loss column), checked before any fit.
+
+    keys: {output key: (column name, option that names it)}.
+    """
+    frame = read_runs(path)
+    if len(frame) == 0:
+        raise UserError(f"{path} has a header but no rows; add the runs to predict")
+    cols = {k: numeric_column(frame, find_column(frame, c, opt, path), path) for k, (c, opt) in keys.items()}
+    for k, v in cols.items():
+        if not (v > 0).all():
+            raise UserError(f"column {keys[k][0]!r} of {path} must hold positive numbers in every row "
+                            f"(line {int((~(v > 0)).argmax()) + FIRST_DATA_LINE}); fix or remove that row")
+    has_loss = loss_col in frame.columns or any(str(c).strip().lower() == loss_col.lower() for c in frame.columns)
+    actual = numeric_column(frame, find_column(frame, loss_col, "--loss-col", path), path) if has_loss else None
+    return cols, actual
+
+
+def predict_rows(test: tuple[dict, np.ndarray | None], predict) -> dict[str, object]:
+    """Predict TEST (`read_test`) with `predict(*columns)` -> `PointPredictions`; score it if it has losses."""
+    cols, actual = test
+    scored = predict(*cols.values()).score(actual)
+    rows = [{k: float(v[i]) for k, v in cols.items()} | r for i, r in enumerate(scored["predictions"])]
+    return {"predictions": rows, "prediction_summary": scored["summary"]}
+
+
+def _print_predictions(res: dict[str, object]) -> None:
+    rows: list[dict] = res["predictions"]  # type: ignore[assignment]
+    table = Table(title="Predictions (95% prediction intervals)")
+    keys = [k for k in rows[0] if k not in ("ci", "covered")]
+    for k in keys + ["95% interval"]:
+        table.add_column(escape(k), justify="right")
+    for r in rows:
+        table.add_row(*[fmt_na(r[k]) for k in keys], f"[{fmt_na(r['ci'][0])}, {fmt_na(r['ci'][1])}]")
+    out.print(table)
+    s: dict = res["prediction_summary"]  # type: ignore[assignment]
+    if "coverage" in s:
+        out.print(f"median |relative error| {fmt_na(s['median_abs_rel_error'])}; {s['coverage']:.0%} of "
+                  f"{s['n']} actual losses inside their interval", markup=False)
+
+
 def fmt_na(value: object) -> str:
     return fmt(value, missing="n/a")
 
@@ -119,6 +172,7 @@ def chinchilla_command(
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     flops: list[float] = typer.Option([], "--flops", help="Budgets C for N_opt, D_opt, tokens/param."),
+    predict: Optional[Path] = PredictOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla Approach 3, Hoffmann et al. 2022)."""
@@ -131,6 +185,7 @@ def chinchilla_command(
     n, d, y = check_chinchilla_data(*(numeric_column(frame, c, csv) for c in cols),
                                     names=tuple(f"column {c!r}" for c in cols),  # type: ignore[arg-type]
                                     first_line=FIRST_DATA_LINE)
+    test = read_test(predict, {"N": (cols[0], "--n-col"), "D": (cols[1], "--d-col")}, cols[2]) if predict else None
     fit = fit_chinchilla(n, d, y)
     result: dict[str, object] = {"law": "chinchilla", **fit.to_dict()}
     derived = chinchilla_quantities(fit.theta, flops)
@@ -141,9 +196,16 @@ def chinchilla_command(
                                                   flops=flops, progress=progress),
             not show_progress(), bootstrap)
         result.update(ci={k: list(v) for k, v in boot.ci.items()}, n_boot=bootstrap, seed=seed)
+    if test is not None:
+        from scalelab.laws.forecast_points import predict_chinchilla
+
+        result.update(predict_rows(test, lambda nn, dd: predict_chinchilla(
+            n, d, y, nn, dd, n_boot=bootstrap or PREDICT_BOOT, seed=seed, fit=fit)))
     if as_json:
         print_json(result)
         return
+    if test is not None:
+        _print_predictions(result)
     _print_table(f"Chinchilla fit of {csv.name}", result,
                  ["E", "A", "B", "alpha", "beta", "a", "b", "G"]
                  + [k for k in result if "@" in k])
@@ -156,6 +218,7 @@ def power_command(
     y: str = typer.Option(..., "--y", help="Column with the loss."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Bootstrap resamples for 95% intervals."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
+    predict: Optional[Path] = PredictOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Fit L(x) = E + A x^(-alpha) (Kaplan et al. 2020 with an irreducible term)."""
@@ -167,6 +230,7 @@ def power_command(
     xa, ya = check_power_data(*(numeric_column(frame, c, csv) for c in cols),
                               names=tuple(f"column {c!r}" for c in cols),  # type: ignore[arg-type]
                               first_line=FIRST_DATA_LINE)
+    test = read_test(predict, {"x": (cols[0], "--x")}, cols[1]) if predict else None
     fit = fit_power_law(xa, ya)
     result: dict[str, object] = {"law": "power", "x": cols[0], "y": cols[1], **fit.to_dict()}
     if bootstrap > 0:
@@ -175,7 +239,14 @@ def power_command(
                                                  progress=progress),
             not show_progress(), bootstrap)
         result.update(ci={k: list(v) for k, v in boot.ci.items()}, n_boot=bootstrap, seed=seed)
+    if test is not None:
+        from scalelab.laws.forecast_points import predict_power_law
+
+        result.update(predict_rows(test, lambda xx: predict_power_law(
+            xa, ya, xx, n_boot=bootstrap or PREDICT_BOOT, seed=seed, fit=fit)))
     if as_json:
         print_json(result)
         return
+    if test is not None:
+        _print_predictions(result)
     _print_table(f"Power-law fit of {csv.name}: {cols[1]} vs {cols[0]}", result, ["E", "A", "alpha"])

@@ -2,6 +2,7 @@
 
     scalelab study NAME [--preset P] [--set k=v ...] [--dry-run] [--json] [--workdir W]
                         [--executor local|ray] [--workers N] [--address A] [--gpus-per-run G] [--retry-failed]
+                        [--paper-table]   (studies with a built-in published table: train nothing, fit it)
 
 Progress goes to stderr; with --json the result is one JSON object on the last stdout line.
 """
@@ -44,13 +45,21 @@ def study_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join ('auto', 'ray://...')."),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", min=0.0, help="Ray resource request per run."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry runs that failed before."),
+    paper_table: bool = typer.Option(False, "--paper-table", help="Train nothing: analyse the paper's own "
+                                     "published table (studies with a built-in table: efficiency)."),
 ):
     """Run a paper's study end to end: plan, train (resumable, finished runs reused), analyze, report."""
     check_study(name)
-    from scalelab.studies.runner import run_study
+    from scalelab.studies.runner import run_study, study_module
 
     if executor not in ("local", "ray"):
         raise UserError(f"--executor {executor!r}: use 'local' or 'ray'")
+    if paper_table:
+        set_ = [*(set_ or []), "paper_table=true"]
+        if "paper_table" not in study_module(name).Config.model_fields:
+            with_table = [s for s in STUDIES if "paper_table" in study_module(s).Config.model_fields]
+            raise UserError(f"study {name!r} has no built-in paper table, so --paper-table does not apply to it; "
+                            f"studies that have one: {', '.join(with_table) or 'none'}")
     res = run_study(name, preset, set_, workdir, dry_run=dry_run, executor=executor, workers=workers,
                     address=address, gpus_per_run=gpus_per_run, retry_failed=retry_failed, progress=True,
                     console=err)  # fmt: skip

@@ -44,6 +44,7 @@ from scalelab.laws.data_constrained import (
     effective_params,
     fit_data_constrained,
 )
+from scalelab.laws.efficiency import compute_to_target, efficiency_multipliers, fit_doubling_time  # noqa: F401
 from scalelab.laws.forecast import Forecast, forecast_chinchilla, forecast_power_law, residual_noise_sd
 from scalelab.laws.frontier import FrontierFit, compute_frontier, fit_compute_frontier
 from scalelab.laws.inversion import effective_size, invert_power_law, parametric_bootstrap_power_law

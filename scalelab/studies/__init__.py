@@ -23,6 +23,7 @@ config hash, Ray, a dry run, live progress), analyses, draws and writes one repo
 STUDIES: dict[str, str] = {
     "scaling": "Kaplan et al. 2020, Hoffmann et al. 2022: L(N), the compute frontier, L(N, D), forecasts",
     "repetition": "Hernandez et al. 2022: repeated data, double descent, effective size, induction heads",
+    "efficiency": "Hernandez & Brown 2020: compute to a target loss, efficiency multipliers, doubling time",
     "preference": "Askell et al. 2021: ranked vs binary vs imitation preference models, with and without PMP",
     "assistant": "Askell et al. 2021: prompting vs context distillation across size; alignment tax; PM starts; OOD",
     "transfer": "Hernandez et al. 2021: effective data transferred D_T = k D_F^alpha N^beta, text -> Python",
