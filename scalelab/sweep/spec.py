@@ -120,7 +120,8 @@ def _axis_label(key: str, value: Any) -> str:
     return f"{short}=" + (re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.") or "x")
 
 
-def _set_key(raw: dict, key: str, value: Any) -> None:
+def set_key(raw: dict, key: str, value: Any) -> None:
+    """raw["a"]["b"] = value for key "a.b" (nested dicts made as needed)."""
     node = raw
     parts = key.split(".")
     for p in parts[:-1]:
@@ -128,7 +129,7 @@ def _set_key(raw: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _counts(cfg: RunConfig, vocab_size: int) -> tuple[int, int, int]:
+def run_counts(cfg: RunConfig, vocab_size: int) -> tuple[int, int, int]:
     """(params, params_nonembed, FLOPs per token) without allocating the model."""
     import torch
 
@@ -143,7 +144,8 @@ def _counts(cfg: RunConfig, vocab_size: int) -> tuple[int, int, int]:
                                                               g.block_size)  # fmt: skip
 
 
-def _vocab_size(cfg: RunConfig, workdir: Path, cache: dict) -> int:
+def vocab_size_of(cfg: RunConfig, workdir: Path, cache: dict) -> int:
+    """The tokenizer's vocabulary (257 for bytes; trained/loaded once per data config, memoised in `cache`)."""
     if cfg.data.tokenizer == "byte":
         return 257
     key = cfg.data.model_dump_json()
@@ -166,16 +168,16 @@ def plan(spec: SweepSpec, workdir: str | Path) -> tuple[list[PlannedRun], list[s
     runs, notes, vocab_cache = [], [], {}
     for combo in combos:
         for flops in budgets:
-            raw = _deepcopy(spec.base)
+            raw = copy_tree(spec.base)
             for k, v in combo.items():
-                _set_key(raw, k, v)
+                set_key(raw, k, v)
             labels = [_axis_label(k, v) for k, v in combo.items()]
             if flops is not None:
                 labels.append(f"C={flops:.2g}")
             name = "-".join([spec.name, *labels]) if labels else spec.name
             raw["name"] = name
             cfg = build_config(raw, origin=f"sweep point {name}")
-            params, nonembed, fpt = _counts(cfg, _vocab_size(cfg, Path(workdir), vocab_cache))
+            params, nonembed, fpt = run_counts(cfg, vocab_size_of(cfg, Path(workdir), vocab_cache))
             tokens_per_step = cfg.train.batch_size * cfg.model.block_size * cfg.train.grad_accum
             if spec.budget.mode == "fixed":
                 iters = cfg.train.iters or math.ceil(cfg.train.tokens / tokens_per_step)
@@ -186,14 +188,14 @@ def plan(spec: SweepSpec, workdir: str | Path) -> tuple[list[PlannedRun], list[s
                 if iters < spec.budget.min_iters:
                     notes.append(f"dropped {name}: {iters} steps < budget.min_iters={spec.budget.min_iters}")
                     continue
-            _set_key(raw, "train.iters", iters)
-            _set_key(raw, "train.tokens", None)
+            set_key(raw, "train.iters", iters)
+            set_key(raw, "train.tokens", None)
             if spec.evals_per_run:
                 every = max(1, iters // spec.evals_per_run)
-                _set_key(raw, "train.eval_every", every)
-                _set_key(raw, "train.ckpt_every", max(every, iters // 4))
+                set_key(raw, "train.eval_every", every)
+                set_key(raw, "train.ckpt_every", max(every, iters // 4))
             if spec.warmup_fraction is not None:
-                _set_key(raw, "train.warmup_iters", max(1, int(spec.warmup_fraction * iters)))
+                set_key(raw, "train.warmup_iters", max(1, int(spec.warmup_fraction * iters)))
             cfg = build_config(raw, origin=f"sweep point {name}")
             runs.append(PlannedRun(name, cfg, dict(combo) | ({"flops": flops} if flops else {}),
                                    params, nonembed, fpt, iters * tokens_per_step, iters))  # fmt: skip
@@ -202,5 +204,5 @@ def plan(spec: SweepSpec, workdir: str | Path) -> tuple[list[PlannedRun], list[s
     return runs, notes
 
 
-def _deepcopy(d: dict) -> dict:
-    return {k: _deepcopy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v) for k, v in d.items()}
+def copy_tree(d: dict) -> dict:
+    return {k: copy_tree(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v) for k, v in d.items()}

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from scalelab.studies.assistant.config import Config
-from scalelab.sweep.spec import PlannedRun
+from scalelab.sweep.spec import PlannedRun, run_counts
 
 CORPUS_KEYS = ("corpus", "corpus_documents", "upper_fraction", "seed")
 DATA_KEYS = (*CORPUS_KEYS, "prompt", "context", "pm_target", "pm_pairs", "pm_documents", "pm_test_fraction")
@@ -106,20 +106,6 @@ def lm_config(config: Config, size: str, corpus: Path):
     ])  # fmt: skip
 
 
-def _counts(cfg) -> tuple[int, int, int]:
-    import torch
-
-    from scalelab.data.tokenizers import ByteTokenizer
-    from scalelab.flops import flops_per_token
-    from scalelab.model import GPT, resolve
-
-    g = resolve(cfg.model, ByteTokenizer().vocab_size)
-    with torch.device("meta"):
-        c = GPT(g).param_counts()
-    return c["params"], c["params_nonembed"], flops_per_token(c["params_flops"], g.n_layer, g.n_head, g.head_dim,
-                                                              g.block_size)  # fmt: skip
-
-
 def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
     """lm-<size> (stage 0); distill-<size>, pm-plain-<size>, pm-prompted-<size> (1); pm-distilled-<size> (2)."""
     from scalelab.align.distill import DistillSpec
@@ -131,7 +117,7 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
     runs: list[PlannedRun] = []
     for size in config.sizes:
         lm = lm_config(config, size, data["corpus"])
-        params, nonembed, fpt = _counts(lm)
+        params, nonembed, fpt = run_counts(lm, 257)  # byte tokenizer
         it = config.pretrain_iters
         runs.append(PlannedRun(lm.name, lm, {"role": "lm", "size": size}, params, nonembed, fpt,
                                it * config.pretrain_batch * config.context, it, kind="lm", stage=0))  # fmt: skip

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from scalelab.config import build_config
 from scalelab.studies.efficiency.config import Config
-from scalelab.sweep.spec import PlannedRun, _counts, _deepcopy, _set_key, _vocab_size
+from scalelab.sweep.spec import PlannedRun, copy_tree, run_counts, set_key, vocab_size_of
 
 
 def run_name(config: Config, recipe: str, size: str, seed_index: int) -> str:
@@ -27,17 +27,17 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
     for recipe in config.recipes:
         for size in config.sizes:
             for i in range(config.seeds):
-                raw = _deepcopy(config.base)
-                _set_key(raw, "model.size", size)
+                raw = copy_tree(config.base)
+                set_key(raw, "model.size", size)
                 for key, value in recipe.set.items():
-                    _set_key(raw, key, value)
+                    set_key(raw, key, value)
                 name = run_name(config, recipe.name, size, i)
                 for key, value in (("name", name), ("train.iters", config.iters), ("train.tokens", None),
                                    ("train.eval_every", every), ("train.ckpt_every", config.iters),
                                    ("train.seed", base_seed + i)):
-                    _set_key(raw, key, value)
+                    set_key(raw, key, value)
                 cfg = build_config(raw, origin=f"efficiency run {name}")
-                params, nonembed, fpt = _counts(cfg, _vocab_size(cfg, Path(workdir), vocab_cache))
+                params, nonembed, fpt = run_counts(cfg, vocab_size_of(cfg, Path(workdir), vocab_cache))
                 tokens = config.iters * cfg.train.batch_size * cfg.model.block_size * cfg.train.grad_accum
                 axes = {"recipe": recipe.name, "size": size, "seed": i}
                 runs.append(PlannedRun(name, cfg, axes, params, nonembed, fpt, tokens, config.iters))

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from scalelab.studies.preference.config import Config
-from scalelab.sweep.spec import PlannedRun
+from scalelab.sweep.spec import PlannedRun, run_counts
 
 SET_KEYS = ("context", "corpus", "corpus_max_documents", "target", "data_max", "test_fraction", "pmp", "pmp_max",
             "seed")  # fmt: skip
@@ -107,21 +107,6 @@ def _train(config: Config, objective: str, lr: float, min_steps: int):
                          seed=config.seed, warmup_steps=min(10, config.min_steps // 2))  # fmt: skip
 
 
-def _backbone_counts(cfg) -> tuple[int, int, int]:
-    """(params, params_nonembed, FLOPs per token) of a byte-tokenizer backbone, without allocating it."""
-    import torch
-
-    from scalelab.data.tokenizers import ByteTokenizer
-    from scalelab.flops import flops_per_token
-    from scalelab.model import GPT, resolve
-
-    g = resolve(cfg.model, ByteTokenizer().vocab_size)
-    with torch.device("meta"):
-        c = GPT(g).param_counts()
-    return c["params"], c["params_nonembed"], flops_per_token(c["params_flops"], g.n_layer, g.n_head, g.head_dim,
-                                                              g.block_size)  # fmt: skip
-
-
 def pm_name(size: str, objective: str, n: int, pmp: str | None) -> str:
     return f"pm-{size}-{objective}{f'-{pmp}pmp' if pmp else ''}-n{n}"
 
@@ -150,7 +135,7 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
 
     for size in config.sizes:
         cfg = backbone_config(config, size)
-        counts[size] = _backbone_counts(cfg)
+        counts[size] = run_counts(cfg, 257)  # byte tokenizer
         add(cfg.name, cfg, {"role": "backbone", "size": size}, size, "lm", 0, config.pretrain_iters)
 
     def base(name: str) -> dict:

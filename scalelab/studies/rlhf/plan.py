@@ -50,7 +50,7 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
     """Every run of the study (see the module docstring)."""
     from scalelab.align.gold_pm import GoldPMSpec, LabelSource, offered
     from scalelab.align.rl.config import RLRunSpec
-    from scalelab.sweep.spec import _counts
+    from scalelab.sweep.spec import run_counts
 
     runs: dict[str, PlannedRun] = {}
     counts: dict[str, tuple[int, int, int]] = {}
@@ -67,7 +67,7 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
 
     for size in sorted({*config.policy_sizes, *config.pm_sizes}, key=[*config.policy_sizes, *config.pm_sizes].index):
         cfg = lm_config(config, size)
-        counts[size] = _counts(cfg, 257)
+        counts[size] = run_counts(cfg, 257)
         tokens = config.pretrain_iters * config.pretrain_batch * config.context
         add(cfg.name, cfg, {"role": "lm", "size": size}, size, "lm", 0, config.pretrain_iters, tokens)
 

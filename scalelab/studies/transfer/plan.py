@@ -14,7 +14,7 @@ from pathlib import Path
 
 from scalelab.config import RunConfig, build_config
 from scalelab.studies.transfer.config import Config
-from scalelab.sweep.spec import PlannedRun
+from scalelab.sweep.spec import PlannedRun, run_counts
 
 
 def _run(config: Config, name: str, source: str, size: str, train: dict, data: dict | None = None) -> RunConfig:
@@ -53,20 +53,6 @@ def stage1_config(config: Config, size: str, tokens: int, parent: RunConfig | No
     return _run(config, name, config.source_b, size, train, {"train_tokens": tokens})
 
 
-def _counts(cfg: RunConfig, vocab_size: int) -> tuple[int, int, int]:
-    """(params, params_nonembed, FLOPs per token) without allocating the model."""
-    import torch
-
-    from scalelab.flops import flops_per_token
-    from scalelab.model import GPT, resolve
-
-    g = resolve(cfg.model, vocab_size)
-    with torch.device("meta"):
-        c = GPT(g).param_counts()
-    return c["params"], c["params_nonembed"], flops_per_token(c["params_flops"], g.n_layer, g.n_head, g.head_dim,
-                                                              g.block_size)  # fmt: skip
-
-
 def _vocab_size(config: Config, cfg: RunConfig, workdir: Path) -> int:
     if config.tokenizer == "byte":
         from scalelab.data.tokenizers import ByteTokenizer
@@ -84,7 +70,7 @@ def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:
     tokens_per_step = config.batch_size * config.block_size
     for size in config.sizes:
         pre = pretrain_config(config, size)
-        counts = _counts(pre, _vocab_size(config, pre, workdir))
+        counts = run_counts(pre, _vocab_size(config, pre, workdir))
         axes = {"role": "pretrain", "size": size}
         runs.append(PlannedRun(pre.name, pre, axes, *counts, config.pretrain_iters * tokens_per_step,
                                config.pretrain_iters, kind="lm", stage=0))  # fmt: skip
