@@ -76,6 +76,32 @@ RUN_COLUMNS = (
 )  # fmt: skip
 
 
+RUN_REF = "run:"
+"""Prefix of a reference to another run of the same sweep group by name: ``run:NAME`` (a study's plan
+names runs of earlier stages this way; the worker resolves the name when the run starts)."""
+
+
+def completed_group_run(workdir: str | Path, name: str, group: str | None, config_hash: str | None = None,
+                        what: str = "run") -> dict:  # fmt: skip
+    """The newest completed run named `name` in sweep group `group` (with that config hash when one is
+    given, so that a later stage never builds on a stale run of the same name). The store is only read;
+    `what` names the reference in the error when there is no such run."""
+    workdir = Path(workdir)
+    if not (workdir / "scalelab.db").is_file():
+        raise UserError(f"{what}: no run store in {workdir}; train run {name!r} first")
+    store = RunStore.in_workdir(workdir, readonly=True)
+    try:
+        runs = [r for r in store.find_runs(group=group, status="completed")
+                if r["name"] == name and config_hash in (None, "", r["config_hash"])]  # fmt: skip
+    finally:
+        store.close()
+    if not runs:
+        want = f" with config hash {config_hash}" if config_hash else ""
+        raise UserError(f"{what}: no completed run named {name!r}{want} in group {group!r}; train it first "
+                        "(a study plans it in an earlier stage)")  # fmt: skip
+    return runs[-1]
+
+
 def git_commit() -> str | None:
     """The commit of the scalelab checkout (or None outside git)."""
     try:

@@ -28,8 +28,7 @@ import torch
 from scalelab.align.distill_cache import REST_FLOOR, TeacherCache, build_cache, cache_key, effective_k
 from scalelab.errors import UserError
 from scalelab.prompting import Prompt, batches, fit_prompt, load_prompt, source_tokens, text_windows
-
-RUN_REF = "run:"
+from scalelab.store import RUN_REF, completed_group_run
 
 
 def topk_kl(student_logits: torch.Tensor, top_ids: torch.Tensor, top_logp: torch.Tensor, rest_logp: torch.Tensor,
@@ -122,19 +121,9 @@ def resolve_model(spec: DistillSpec, workdir: Path) -> str:
     """The teacher's path: ``run:NAME`` is the completed run of that name in the spec's group."""
     if not spec.model.startswith(RUN_REF):
         return spec.model
-    from scalelab.store import RunStore
-
-    name = spec.model[len(RUN_REF) :]
-    store = RunStore.in_workdir(workdir)
-    try:
-        runs = [r for r in store.find_runs(group=spec.group, status="completed") if r["name"] == name
-                and spec.base_config_hash in (None, r["config_hash"])]  # fmt: skip
-    finally:
-        store.close()
-    if not runs:
-        raise UserError(f"model {spec.model!r}: no completed run named {name!r} in group {spec.group!r}; "
-                        "train it first (a study plans it in an earlier stage)")  # fmt: skip
-    return str(workdir / "runs" / runs[-1]["id"])
+    run = completed_group_run(workdir, spec.model[len(RUN_REF) :], spec.group, spec.base_config_hash,
+                              f"model {spec.model!r}")  # fmt: skip
+    return str(workdir / "runs" / run["id"])
 
 
 def weights_digest(checkpoint: str | Path) -> str:

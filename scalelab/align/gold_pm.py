@@ -34,8 +34,7 @@ from pydantic import Field
 from scalelab.config import _Strict
 from scalelab.data.comparisons import Comparison, load_comparisons, save_comparisons
 from scalelab.errors import UserError
-
-RUN_REF = "run:"
+from scalelab.store import RUN_REF
 
 
 class LabelSource(_Strict):
@@ -92,24 +91,14 @@ class GoldPMSpec(_Strict):
 
 def resolve_policy(ref: str, want_hash: str | None, group: str | None, workdir: Path) -> tuple[Path, str]:
     """(folder, identity) of a policy reference; 'run:NAME' is the completed run of that name in the group."""
-    from scalelab.store import RunStore
+    from scalelab.store import completed_group_run
     from scalelab.train.checkpoint import resolve_run_folder
 
     if not ref.startswith(RUN_REF):
         folder = resolve_run_folder(ref, workdir)
         return folder, str(folder.resolve())
-    name = ref[len(RUN_REF) :]
-    store = RunStore.in_workdir(workdir)
-    try:
-        runs = [r for r in store.find_runs(group=group, status="completed")
-                if r["name"] == name and want_hash in (None, r["config_hash"])]  # fmt: skip
-    finally:
-        store.close()
-    if not runs:
-        extra = f" with config hash {want_hash}" if want_hash else ""
-        raise UserError(f"label source {ref!r}: no completed run named {name!r}{extra} in group {group!r}; train it "
-                        "first (a study plans it in an earlier stage)")  # fmt: skip
-    return workdir / "runs" / runs[-1]["id"], f"{runs[-1]['id']}:{runs[-1]['config_hash']}"
+    run = completed_group_run(workdir, ref[len(RUN_REF) :], group, want_hash, f"label source {ref!r}")
+    return workdir / "runs" / run["id"], f"{run['id']}:{run['config_hash']}"
 
 
 def label_prompts(spec: GoldPMSpec) -> list[str]:

@@ -33,11 +33,9 @@ from scalelab.align.pm_data import split_set as split_comparisons
 from scalelab.align.pm_train import PMTrainConfig, evaluate_pm, train_pm
 from scalelab.data.synthetic_comparisons import binarize
 from scalelab.errors import UserError
-from scalelab.store import RunStore
+from scalelab.store import RUN_REF, RunStore, completed_group_run
 from scalelab.train.loop import resolve_device
 from scalelab.train.record import FileRecorder, StoreRecorder
-
-RUN_REF = "run:"
 
 
 @dataclass
@@ -150,18 +148,9 @@ def resolve_base(spec: PMRunSpec, workdir: Path) -> str | None:
     """
     if spec.base is None or not spec.base.startswith(RUN_REF):
         return spec.base
-    name = spec.base[len(RUN_REF) :]
-    store = RunStore.in_workdir(workdir)
-    try:
-        runs = [r for r in store.find_runs(group=spec.group, status="completed") if r["name"] == name
-                and spec.base_config_hash in (None, r["config_hash"])]  # fmt: skip
-    finally:
-        store.close()
-    if not runs:
-        want = f" with config hash {spec.base_config_hash}" if spec.base_config_hash else ""
-        raise UserError(f"base {spec.base!r}: no completed run named {name!r}{want} in group {spec.group!r}; "
-                        "train it first (a study plans it in an earlier stage)")
-    return str(workdir / "runs" / runs[-1]["id"])
+    run = completed_group_run(workdir, spec.base[len(RUN_REF) :], spec.group, spec.base_config_hash,
+                              f"base {spec.base!r}")  # fmt: skip
+    return str(workdir / "runs" / run["id"])
 
 
 def build_pm(spec: PMRunSpec, workdir: Path) -> PreferenceModel:

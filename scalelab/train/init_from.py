@@ -16,32 +16,24 @@ from pathlib import Path
 from scalelab.data import tokenizers as tk
 from scalelab.errors import UserError
 from scalelab.model.gpt import GPT, GPTConfig
+from scalelab.store import RUN_REF
 from scalelab.train.checkpoint import _checkpoint_folder, load_weights, resolve_run_folder
-
-RUN_REF = "run:"
 
 
 def _group_run(ref: str, workdir: Path, run_id: str | None, group: str | None) -> Path:
     """The run folder of `run:NAME[@HASH]`: the newest completed run of that name in the group."""
-    from scalelab.store import RunStore
+    from scalelab.store import RunStore, completed_group_run
 
     name, _, want_hash = ref[len(RUN_REF) :].partition("@")
-    if not (workdir / "scalelab.db").is_file():
-        raise UserError(f"train.init_from={ref!r}: no run store in {workdir}; train that run first")
-    store = RunStore.in_workdir(workdir, readonly=True)
-    try:
-        if group is None and run_id is not None:
+    if group is None and run_id is not None and (workdir / "scalelab.db").is_file():
+        store = RunStore.in_workdir(workdir, readonly=True)
+        try:
             own = store.get_run(run_id)
-            group = own["grp"] if own else None
-        runs = [r for r in store.find_runs(group=group, status="completed")
-                if r["name"] == name and want_hash in ("", r["config_hash"])]  # fmt: skip
-    finally:
-        store.close()
-    if not runs:
-        want = f" with config hash {want_hash}" if want_hash else ""
-        raise UserError(f"train.init_from={ref!r}: no completed run named {name!r}{want} in group {group!r}; "
-                        "train it first (a study plans it in an earlier stage)")  # fmt: skip
-    return workdir / "runs" / runs[-1]["id"]
+        finally:
+            store.close()
+        group = own["grp"] if own else None
+    run = completed_group_run(workdir, name, group, want_hash or None, f"train.init_from={ref!r}")
+    return workdir / "runs" / run["id"]
 
 
 def resolve_init_from(ref: str, workdir: str | Path, run_id: str | None = None, group: str | None = None) -> Path:

@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from scalelab.config import NonNegativeFloat, Positive, Rate, _Strict
+from scalelab.store import RUN_REF  # noqa: F401  (re-exported: "run:NAME" references)
 
-RUN_REF = "run:"
 ALGOS = ("ppo", "rloo", "dpo", "best-of-n")
 Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 

@@ -17,7 +17,7 @@ from scalelab.align.rl.config import RUN_REF, RLRunSpec
 from scalelab.align.rl.rewards import RewardFn, check_same_tokenizer
 from scalelab.errors import UserError
 from scalelab.model.gpt import GPT
-from scalelab.store import RunStore
+from scalelab.store import completed_group_run
 from scalelab.train.checkpoint import load_for_inference, resolve_run_folder
 
 DEFAULT_LR = 1e-5
@@ -29,17 +29,7 @@ def resolve_ref(ref: str, spec: RLRunSpec, workdir: Path) -> Path:
         return resolve_run_folder(ref, workdir)
     name = ref[len(RUN_REF) :]
     want = spec.run_hashes.get(ref) or spec.run_hashes.get(name)
-    store = RunStore.in_workdir(workdir)
-    try:
-        runs = [r for r in store.find_runs(group=spec.group, status="completed")
-                if r["name"] == name and want in (None, r["config_hash"])]  # fmt: skip
-    finally:
-        store.close()
-    if not runs:
-        extra = f" with config hash {want}" if want else ""
-        raise UserError(f"{ref!r}: no completed run named {name!r}{extra} in group {spec.group!r}; train it first "
-                        "(a study plans it in an earlier stage)")  # fmt: skip
-    return workdir / "runs" / runs[-1]["id"]
+    return workdir / "runs" / completed_group_run(workdir, name, spec.group, want, repr(ref))["id"]
 
 
 def _pretraining_lr(folder: Path) -> float | None:
