@@ -91,19 +91,12 @@ def build_data(config: Config, workdir: Path) -> dict[str, Path]:
 
 
 def lm_config(config: Config, size: str, corpus: Path):
-    """The language model of one size (the modern recipe with Muon, as the preference study's backbones)."""
-    from scalelab.config import load_config
+    """The language model of one size (the alignment studies' shared recipe, `studies.pretrain`)."""
+    from scalelab.studies.pretrain import small_lm_config
 
-    it = config.pretrain_iters
-    return load_config(None, [
-        f"name='lm-{size}'", f"data.source='{corpus}'", "data.tokenizer='byte'",
-        f"model.size='{size}'", "model.recipe='modern'", f"model.block_size={config.context}",
-        f"train.iters={it}", f"train.batch_size={config.pretrain_batch}", "train.optimizer='muon'", "train.lr=3e-3",
-        "train.muon_lr=0.02", "train.min_lr=1e-4", f"train.warmup_iters={min(30, it // 5)}", "train.weight_decay=0.0",
-        "train.schedule='wsd'", f"train.eval_every={it}", "train.eval_batches=10", f"train.ckpt_every={it}",
-        f"train.log_every={max(1, it // 10)}", f"train.seed={config.seed + 1337}", f"train.device='{config.device}'",
-        *([f"train.threads={config.threads}"] if config.threads else []),
-    ])  # fmt: skip
+    return small_lm_config(f"lm-{size}", size, str(corpus), context=config.context, iters=config.pretrain_iters,
+                           batch=config.pretrain_batch, seed=config.seed, device=config.device,
+                           threads=config.threads)  # fmt: skip
 
 
 def plan(config: Config, workdir: str | Path) -> list[PlannedRun]:

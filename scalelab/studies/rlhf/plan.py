@@ -24,20 +24,12 @@ from scalelab.sweep.spec import PlannedRun
 
 
 def lm_config(config: Config, size: str):
-    """The LM pre-training run of one policy / PM backbone (the modern recipe with Muon, as the demo)."""
-    from scalelab.config import load_config
+    """The LM pre-training run of one policy / PM backbone (the alignment studies' shared recipe)."""
+    from scalelab.studies.pretrain import small_lm_config
 
-    it = config.pretrain_iters
-    return load_config(None, [
-        f"name='lm-{size}'", f"data.source='{config.corpus}'", "data.tokenizer='byte'",
-        f"model.size='{size}'", "model.recipe='modern'", f"model.block_size={config.context}",
-        f"train.iters={it}", f"train.batch_size={config.pretrain_batch}", "train.optimizer='muon'", "train.lr=3e-3",
-        "train.muon_lr=0.02", "train.min_lr=1e-4", f"train.warmup_iters={min(30, it // 5)}", "train.weight_decay=0.0",
-        "train.schedule='wsd'", f"train.eval_every={it}", "train.eval_batches=10", f"train.ckpt_every={it}",
-        f"train.log_every={max(1, it // 10)}", f"train.seed={config.seed + 1337}", f"train.device='{config.device}'",
-        *([f"train.threads={config.threads}"] if config.threads else []),
-        *([f"data.max_documents={config.corpus_max_documents}"] if config.corpus_max_documents else []),
-    ])  # fmt: skip
+    return small_lm_config(f"lm-{size}", size, config.corpus, context=config.context, iters=config.pretrain_iters,
+                           batch=config.pretrain_batch, seed=config.seed, device=config.device,
+                           threads=config.threads, max_documents=config.corpus_max_documents)  # fmt: skip
 
 
 def _pm_train(config: Config) -> dict:
