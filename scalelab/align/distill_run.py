@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import traceback
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from scalelab.align.distill import CacheBatches, DistillSpec, _lr_scale, distill_step, heldout_kl, plain_loss, prepare
+from scalelab.atomic import write_json
 from scalelab.lease import RunLease
 from scalelab.model.gpt import GPT
 from scalelab.store import RunStore, ensure_workdir
@@ -78,12 +78,6 @@ def distill_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | Non
                 "traceback": traceback.format_exc(limit=6)}  # fmt: skip
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, default=str))
-    tmp.replace(path)
-
-
 def execute(spec: DistillSpec, workdir: Path, run_id: str, recorder, *, progress: bool = False,
             progress_file: bool = False, stop_after: int | None = None) -> dict:  # fmt: skip
     """Build the caches, train the student from its newest checkpoint, evaluate, record; returns the summary."""
@@ -100,7 +94,7 @@ def execute(spec: DistillSpec, workdir: Path, run_id: str, recorder, *, progress
 
 def _execute(spec, workdir, run_id, run_dir, recorder, progress, progress_file, stop_after) -> dict:
     device = resolve_device(spec.device)
-    _write_json(run_dir / "config.json", spec.to_dict())
+    write_json(run_dir / "config.json", spec.to_dict())
     torch.manual_seed(spec.seed)
     prep = prepare(spec, workdir, device)
     eot = prep.tokenizer.eot_id
@@ -121,7 +115,7 @@ def _execute(spec, workdir, run_id, run_dir, recorder, progress, progress_file, 
         before = {"kl": heldout_kl(student, prep.heldout, eot, device=device),
                   "plain_loss": plain_loss(student, held, eot, device=device),
                   "teacher_loss_prompted": plain_loss(teacher, held, eot, prep.prompt_ids, device=device)}  # fmt: skip
-        _write_json(run_dir / "before.json", before)
+        write_json(run_dir / "before.json", before)
     recorder.update(status="running", started_at=time.time(), error=None, params=counts["params"],
                     params_nonembed=counts["params_nonembed"])  # fmt: skip
     recorder.truncate(state.step if latest is not None else -1)
@@ -182,7 +176,7 @@ def _execute(spec, workdir, run_id, run_dir, recorder, progress, progress_file, 
     for name in ("kl_before", "kl_after", "plain_loss_before", "plain_loss_after", "alignment_tax"):
         rows.append((state.step, state.tokens, 0.0, "heldout", name, float(summary[name])))
     recorder.log(rows)
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     recorder.update(status="completed", summary=summary, finished_at=time.time(), tokens=state.tokens,
                     final_train_loss=loss, final_val_loss=kl_after)  # fmt: skip
     return summary

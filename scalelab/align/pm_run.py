@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 import traceback
 from dataclasses import asdict, dataclass, fields
@@ -31,6 +30,7 @@ from scalelab.align.pm import PreferenceModel, encode_pairs, load_pm
 from scalelab.align.pm_data import ComparisonSet, document_source, in_test_split, is_keyword, load_set, pmp_set
 from scalelab.align.pm_data import split_set as split_comparisons
 from scalelab.align.pm_train import PMTrainConfig, evaluate_pm, train_pm
+from scalelab.atomic import write_json
 from scalelab.data.synthetic_comparisons import binarize
 from scalelab.errors import UserError
 from scalelab.store import RUN_REF, RunStore, completed_group_run
@@ -276,7 +276,7 @@ def execute(spec: PMRunSpec, pm: PreferenceModel, workdir: Path, run_id: str, re
     device = resolve_device(spec.device)
     run_dir = workdir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", spec.to_dict())
+    write_json(run_dir / "config.json", spec.to_dict())
     data, train, test = load_data(spec, pm)
     train_pairs, test_pairs = encode_pairs(pm, train), encode_pairs(pm, test)
     counts = pm.param_counts()
@@ -322,17 +322,10 @@ def execute(spec: PMRunSpec, pm: PreferenceModel, workdir: Path, run_id: str, re
     )  # fmt: skip
     pm.meta = {"run_id": run_id, "spec": spec.to_dict(), "accuracy": ev.accuracy.value}
     pm.to("cpu").save(run_dir / "pm")
-    _write_json(run_dir / "summary.json", summary)
-    _write_json(run_dir / "scores.json", {"chosen": ev.scores_chosen.tolist(), "rejected": ev.scores_rejected.tolist()})
+    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "scores.json", {"chosen": ev.scores_chosen.tolist(), "rejected": ev.scores_rejected.tolist()})
     recorder.log(rows)
     final_train = stats["final_loss"] if math.isfinite(stats["final_loss"]) else None
     recorder.update(status="completed", summary=summary, final_val_loss=test_loss, finished_at=time.time(),
                     final_train_loss=final_train)  # fmt: skip
     return summary
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, default=str))
-    tmp.replace(path)

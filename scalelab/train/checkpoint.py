@@ -29,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from scalelab.atomic import write_text
 from scalelab.data import tokenizers as tk
 from scalelab.errors import UserError
 from scalelab.model.gpt import GPT, GPTConfig
@@ -39,12 +40,6 @@ REQUIRED = ("model.safetensors", "model.json", "tokenizer.json", "state.pt")
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was found corrupt and an older one is used instead."""
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _sha256(path: Path) -> str:
@@ -120,7 +115,7 @@ def write_manifest(folder: Path, extra: dict | None = None) -> dict:
     files = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
              for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}  # fmt: skip
     manifest = {k: v for k, v in old.items() if k != "files"} | (extra or {}) | {"format": 1, "files": files}
-    _atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
+    write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 
@@ -168,7 +163,7 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: GPT, tokenizer, state: dic
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    _atomic_write_text(ckpt_dir / "latest", final.name)
+    write_text(ckpt_dir / "latest", final.name)
     old = sorted(p for p in ckpt_dir.glob("step_*") if p.is_dir() and p != final)
     for p in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)

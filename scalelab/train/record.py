@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from scalelab.atomic import write_json
 from scalelab.store import RunStore
 
 
@@ -35,9 +36,7 @@ class FileRecorder:
         path = self.dir / "record.json"
         record = json.loads(path.read_text()) if path.exists() else {}
         record.update(fields)
-        tmp = path.with_name(f".record.json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record, default=str))
-        tmp.replace(path)
+        write_json(path, record)
 
     def log(self, rows: list) -> None:
         with open(self.dir / "metrics.jsonl", "a") as fh:

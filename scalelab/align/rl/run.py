@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from scalelab.align.pm_data import load_set
-from scalelab.align.pm_run import PMRunSpec, _write_json, load_data
+from scalelab.align.pm_run import PMRunSpec, load_data
 from scalelab.align.pm_train import write_progress
 from scalelab.align.rl.config import RLRunSpec
 from scalelab.align.rl.fits import sqrt_kl_fit
@@ -37,6 +37,7 @@ from scalelab.align.rl.models import gold_reward_fn, load_policy, load_scorer
 from scalelab.align.rl.prompts import encode_prompts, load_prompts, split_prompts
 from scalelab.align.rl.rewards import RewardFn
 from scalelab.align.rl.trainer import Models, RLStopped, RLTrainer
+from scalelab.atomic import write_json
 from scalelab.errors import UserError
 from scalelab.store import RunStore
 from scalelab.train.checkpoint import (
@@ -167,7 +168,7 @@ def execute(spec: RLRunSpec, setup: dict, workdir: Path, run_id: str, recorder, 
     device = resolve_device(spec.device)
     run_dir = workdir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", spec.to_dict())
+    write_json(run_dir / "config.json", spec.to_dict())
     m: Models = setup["models"]
     for model in (m.policy, m.reference, m.pm, *m.eval_pms):
         if model is not None:
@@ -189,7 +190,7 @@ def execute(spec: RLRunSpec, setup: dict, workdir: Path, run_id: str, recorder, 
             raise RLStopped(f"{e}{kept}") from None
         raise
     summary = _summary(spec, trainer, run_id, setup["info"], time.perf_counter() - t0)
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     recorder.update(status="completed", summary=summary, finished_at=time.time())
     return summary
 
