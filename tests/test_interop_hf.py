@@ -239,3 +239,24 @@ def test_hf_backbone_hidden_state_is_the_causal_lms_last(family):
         mask = (torch.arange(12)[None, :] < lengths[:, None]).long()
         full = model(input_ids=idx, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
     torch.testing.assert_close(got, full[torch.arange(3), positions], rtol=1e-5, atol=1e-6)
+
+
+def test_an_imported_model_trains_on_with_init_from(tiny_cfg, tmp_path):
+    """An HF model imported as a run is a starting point for `scalelab train` (train.init_from)."""
+    from scalelab.interop.hf_import import import_hf
+    from scalelab.train.loop import train
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=257, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "src")
+    _save_tokenizer(tmp_path / "src")
+    work = tmp_path / "work"
+    res = import_hf(tmp_path / "src", work)
+    src, tok, _ = load_for_inference(res["run_id"], work)
+    over = {"model__n_layer": "2", "model__n_head": "4", "model__n_embd": "32", "model__block_size": "64",
+            "data__tokenizer": f"'{tmp_path / 'src'}'", "train__iters": "1", "train__lr": "1e-12",
+            "train__warmup_iters": "0", "train__min_lr": "0", "train__init_from": f"'{res['run_id']}'"}  # fmt: skip
+    out = train(tiny_cfg(**over), work, progress=False)
+    tuned, _, _ = load_for_inference(out["run_id"], work)
+    ids = torch.randint(0, 257, (2, 64))
+    torch.testing.assert_close(tuned(ids)[0], src(ids)[0], atol=1e-4, rtol=0)  # one step at lr 1e-12
