@@ -15,7 +15,7 @@ the same settings, clipping included; tokens/s counts every token. Scoring: `sco
 held-out pairs (real tokens/s) against a no-grad forward of full windows. The two sides alternate
 (LM, PM, LM, PM) in one process; the ratio of each round is reported and their median is the figure.
 
-    python benchmarks/bench_pm_vs_lm.py [--backbone gpt,hf] [--steps 12] [--batch 8] [--threads 1]
+    python benchmarks/bench_pm_vs_lm.py [--backbone gpt,hf] [--steps 12] [--batch 8] [--threads 1] [--device cpu]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -67,26 +68,34 @@ def lm_rounds(pm, kind: str, stream: torch.Tensor, n_seq: int, context: int, ste
     opt = _optimizer(pm, PMTrainConfig())
     gen = torch.Generator().manual_seed(0)
     pm.eval()  # no dropout, as the PM trainer
+    cuda = pm.device.type == "cuda"
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()  # as train_pm
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(0, len(stream) - context - 1, (n_seq,), generator=gen)
-        win = torch.stack([stream[s : s + context + 1] for s in starts.tolist()])
+        win = torch.stack([stream[s : s + context + 1] for s in starts.tolist()]).to(pm.device)
         return win[:, :-1], win[:, 1:]
 
     t0 = time.perf_counter()
     for _ in range(steps):
         x, y = batch()
-        loss_fn(x, y).backward()
+        with ctx:
+            loss = loss_fn(x, y)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(pm.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     forward = pm.backbone.model if kind == "hf" else pm.backbone.gpt
     xs = [batch()[0] for _ in range(n_fwd)]
-    with torch.no_grad():
+    with torch.no_grad(), ctx:
         t1 = time.perf_counter()
         for x in xs:
             forward(x)
+        if cuda:
+            torch.cuda.synchronize()
         fwd = time.perf_counter() - t1
     return {"train_tokens_per_s": steps * n_seq * context / wall, "forward_tokens_per_s": n_fwd * n_seq * context / fwd}
 
@@ -107,7 +116,7 @@ def bench(kind: str, folder: Path, a) -> dict:
     from scalelab.align.pm import encode_pairs
     from scalelab.data.comparisons import load_comparisons
 
-    pm = make_pm(kind, folder, a.context)
+    pm = make_pm(kind, folder, a.context).to(a.device)
     train, _ = load_comparisons(str(folder / "train.jsonl.gz"))
     test, _ = load_comparisons(str(folder / "test.jsonl.gz"))
     pairs, test_pairs = encode_pairs(pm, train), encode_pairs(pm, test[: a.n_score])
@@ -135,12 +144,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--n-score", type=int, default=64, help="held-out pairs scored per round")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on both sides, as train_pm)")
     a = p.parse_args()
     if not HH.is_file():
         raise SystemExit(f"{HH} is missing")
     torch.set_num_threads(a.threads)
-    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": a.threads, "steps": a.steps, "batch": a.batch,
-           "context": a.context, "results": []}  # fmt: skip
+    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": a.device, "threads": a.threads, "steps": a.steps,
+           "batch": a.batch, "context": a.context, "results": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         build(Path(tmp), 400, 200, a.context)
         for kind in a.backbone.split(","):
