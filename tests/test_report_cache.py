@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
+
 from scalelab.lease import RunLease
 from scalelab.report.cache import cached_report, content_key, remember
 from scalelab.report.paths import report_path
@@ -52,3 +57,28 @@ def test_a_group_with_a_running_run_is_always_redrawn(tmp_path):
         assert content_key(store, "g", {}, []) is None
         assert cached_report(tmp_path, "g", None) is None
     assert content_key(store, "g", {}, []) is not None  # its trainer died: interrupted, a settled state
+
+
+@pytest.mark.slow
+def test_report_command_keeps_an_unchanged_report_and_redraws_on_request(tmp_path):
+    store = RunStore.in_workdir(tmp_path)
+    for i, n in enumerate([1e4, 3e4, 1e5, 3e5, 1e6]):
+        rid = store.create_run(f"r{i}", {"model": {"size": n}}, f"h{i}", group="g", params=int(n),
+                               params_nonembed=int(n), flops_per_token=6 * n)  # fmt: skip
+        loss = 1.5 + 30 * n**-0.3
+        store.log_metrics(rid, [(s, int(20 * n * s / 4), 0.0, "val", "loss", loss + 0.5 / s) for s in range(1, 5)])
+        store.update_run(rid, status="completed", tokens=int(20 * n), flops=120 * n * n, final_val_loss=loss)
+    store.close()
+
+    def report(*extra):
+        r = subprocess.run([sys.executable, "-m", "scalelab", "report", str(tmp_path), "--bootstrap", "0", *extra],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stderr
+
+    assert "fitting the laws" in report()
+    page = report_path(tmp_path, "g")
+    stamp = page.stat().st_mtime_ns
+    assert "unchanged" in report() and page.stat().st_mtime_ns == stamp  # kept as it was
+    assert "fitting the laws" in report("--redraw")
+    assert "fitting the laws" in report("--bootstrap", "1")  # other options: drawn again
