@@ -7,7 +7,7 @@ the same batch, steps, learning rate and seed, on CPU, one after the other; then
 held-out pairs. TRL runs in its own virtual environment (it is never a scalelab dependency):
 
     python3 -m venv /work/trl-venv && /work/trl-venv/bin/pip install torch==2.13.0 trl
-    python benchmarks/bench_pm_vs_trl.py [--trl-python /work/trl-venv/bin/python] [--steps 40] [--batch 8]
+    python benchmarks/bench_pm_vs_trl.py [--trl-python /work/trl-venv/bin/python] [--steps 40] [--batch 8] [--rounds 1]
 
 pairs/s: TRL from `train_runtime` of `Trainer.train()`; scalelab from its `pairs_per_s` (training
 steps only). Accuracy: fraction of held-out pairs where the chosen reply gets the higher reward.
@@ -19,6 +19,7 @@ import argparse
 import gzip
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=1, help="TRL then scalelab, this many times; the median ratio")
     a = p.parse_args()
     if not HH.is_file():
         raise SystemExit(f"{HH} is missing")
@@ -134,13 +136,16 @@ def main() -> None:
         folder = Path(tmp)
         train, test, params = build(folder, a.n_train, a.n_test, a.context)
         t0 = time.time()
-        trl = run_trl(folder, train, test, a)
-        ours = run_scalelab(folder, train, test, a)
+        rounds = []
+        for _ in range(a.rounds):  # alternate the two sides, so that a change of load hits both
+            trl = run_trl(folder, train, test, a)
+            ours = run_scalelab(folder, train, test, a)
+            rounds.append({"trl": trl, "ratio_pairs_per_s": ours["pairs_per_s"] / trl["pairs_per_s"],
+                           "scalelab": {k: ours.get(k) for k in ("pairs_per_s", "accuracy", "accuracy_ci", "n_test",
+                                                                 "n_truncated", "n_skipped", "n_train")}})  # fmt: skip
     res = {"params": params, "steps": a.steps, "batch": a.batch, "context": a.context, "threads": a.threads,
-           "trl": trl, "scalelab": {k: ours.get(k) for k in ("pairs_per_s", "accuracy", "accuracy_ci", "n_test",
-                                                             "n_truncated", "n_skipped", "n_train")},
-           "ratio_pairs_per_s": ours["pairs_per_s"] / trl["pairs_per_s"], "wall_s": time.time() - t0,
-           "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+           "rounds": rounds, "ratio_pairs_per_s_median": statistics.median(r["ratio_pairs_per_s"] for r in rounds),
+           "wall_s": time.time() - t0, "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
     print(json.dumps(res, indent=1))
 
 

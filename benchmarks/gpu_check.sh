@@ -15,3 +15,9 @@ timeout 240 python3 -m scalelab bench train --preset gpt2-124m --device cuda --d
   --json | tail -1 | tee "$OUT/bench_124m.json"
 timeout 120 python3 benchmarks/bench_pm.py --device cuda --size L20 --context 256 --batch-size 16 --steps 10 --threads 1 \
   | tee "$OUT/bench_pm_gpu.json"
+# issue 13: the chunked cross-entropy at 124M's output shape (loss / gradient differences, peak memory, ms),
+# and PM vs LM tokens/s for one backbone on the GPU (bf16), side by side in one script (needs transformers
+# and ../shared/data/hh-rlhf beside the checkout; it exits with a message where they are missing)
+timeout 120 python3 benchmarks/gpu_chunked_loss.py | tee "$OUT/chunked_loss_gpu.json"
+timeout 240 python3 benchmarks/bench_pm_vs_lm.py --device cuda --backbone gpt --steps 30 --batch 16 \
+  | tee "$OUT/bench_pm_vs_lm_gpu.json"

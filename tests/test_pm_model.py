@@ -116,6 +116,25 @@ def test_training_moves_the_scores_the_right_way(objective):
         assert (after.scores_chosen > 0).mean() > 0.8 and (after.scores_rejected < 0).mean() > 0.8
 
 
+def test_training_runs_without_dropout(monkeypatch):
+    """Dropout is off while a PM trains (as TRL's RewardTrainer): every module is in eval mode at each step."""
+    from scalelab.align import pm_train
+
+    pm = mixing_pm()
+    pairs = encode_pairs(pm, _toy_pairs())
+    seen: list[bool] = []
+    real_step = pm_train.step_loss
+
+    def spy(pm_, pairs_, batch, objective):
+        seen.append(any(m.training for m in pm_.modules()))
+        return real_step(pm_, pairs_, batch, objective)
+
+    monkeypatch.setattr(pm_train, "step_loss", spy)
+    pm.train()
+    train_pm(pm, pairs, PMTrainConfig(steps=3, batch_size=2, warmup_steps=1))
+    assert seen == [False, False, False]
+
+
 def test_imitation_needs_an_imitation_model():
     pm = tiny_pm("ranked")
     with pytest.raises(UserError, match="imitation"):

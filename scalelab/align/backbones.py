@@ -104,20 +104,29 @@ class HFBackbone(nn.Module):
                 "context": self.context}  # fmt: skip
 
     def _mask(self, idx: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """The padding mask of (B, T) right-padded ids (kept for callers that left-pad; not used here)."""
         if lengths is None:
             return None
         return (torch.arange(idx.size(1), device=idx.device)[None, :] < lengths[:, None]).long()
 
     def hidden_at(self, idx: torch.Tensor, positions: torch.Tensor,
                   lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """(B, T) right-padded ids, (B,) positions -> (B, C) the trunk's last hidden state there.
+
+        No padding mask is passed (an all-ones one, which says so): with right padding and causal
+        attention no real position sees a padding one, and without padding the model takes its plain
+        causal attention path (on CPU the fused kernel, not a masked softmax): the same states at
+        every real position (tested), faster.
+        """
         # the trunk alone (`base_model`: GPT2Model, LlamaModel, ...): its last hidden state is the causal
         # LM's `hidden_states[-1]`, without the full-vocabulary logits and every layer's states
-        out = self.model.base_model(input_ids=idx, attention_mask=self._mask(idx, lengths))
+        out = self.model.base_model(input_ids=idx, attention_mask=torch.ones_like(idx))
         rows = torch.arange(idx.size(0), device=idx.device)
         return out.last_hidden_state[rows, positions]  # (B, C)
 
     def logits(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(input_ids=idx, attention_mask=self._mask(idx, lengths)).logits
+        """(B, T) right-padded ids -> (B, T, V); the logits at padding positions are not meaningful."""
+        return self.model(input_ids=idx, attention_mask=torch.ones_like(idx)).logits
 
 
 def import_transformers():

@@ -78,28 +78,47 @@ def report_cmd(
     workdir: Path = typer.Argument(Path(DEFAULT_WORKDIR), help="The work directory holding scalelab.db."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="One sweep (default: every sweep in the store)."),
     bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap refits for the intervals."),
+    redraw: bool = typer.Option(False, "--redraw", help="Fit and draw again even if nothing changed."),
     json_out: bool = JsonOpt,
 ):
-    """Fit and draw the report of each sweep in a work directory (self-contained HTML + Markdown)."""
+    """Fit and draw the report of each sweep in a work directory (self-contained HTML + Markdown).
+
+    A report whose runs, metrics, options and code are unchanged since it was drawn is kept as it is
+    (see `scalelab.report.cache`); --redraw draws it again anyway.
+    """
+    from scalelab.report.cache import cached_report, content_key, remember
     from scalelab.store import RunStore
-    from scalelab.studies.scaling.config import Analysis
-    from scalelab.studies.scaling.report import report_sweep
 
     if not (Path(workdir) / "scalelab.db").exists():
         raise UserError(f"no run store in {workdir}; give the work directory of a sweep")
-    rows = RunStore.in_workdir(workdir).list_runs(["grp"])
+    store = RunStore.in_workdir(workdir, readonly=True)
+    rows = store.list_runs(["grp"])
     groups = [sweep] if sweep else sorted({r["grp"] for r in rows if r["grp"]})
     if not groups:
         raise UserError(f"no sweeps in {workdir}; run `scalelab sweep SPEC.toml` first")
     reports = {}
     for i, g in enumerate(groups, 1):
-        note(f"[{i}/{len(groups)}] {g}: fitting the laws ({bootstrap} bootstrap refits) and drawing the report")
-        _, path = report_sweep(workdir, g, Analysis(bootstrap=bootstrap))
+        key = content_key(store, g, {"bootstrap": bootstrap}, REPORT_CODE)
+        path = None if redraw else cached_report(workdir, g, key)
+        if path is not None:
+            note(f"[{i}/{len(groups)}] {g}: runs and metrics unchanged since the last report; kept (--redraw redraws)")
+        else:
+            from scalelab.studies.scaling.config import Analysis
+            from scalelab.studies.scaling.report import report_sweep
+
+            note(f"[{i}/{len(groups)}] {g}: fitting the laws ({bootstrap} bootstrap refits) and drawing the report")
+            _, path = report_sweep(workdir, g, Analysis(bootstrap=bootstrap))
+            remember(path, key)
         reports[g] = str(path)
         if not json_out:
             say(f"{g}: {path}")
+    store.close()
     if json_out:
         print_json({"reports": reports})
+
+
+# the packages whose code draws a sweep report: an edit to one of their modules redraws every report
+REPORT_CODE = ["studies/scaling", "report", "laws"]
 
 
 def register(app: typer.Typer) -> None:

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scalelab.model.hooks import HookedMixin, HookPoint
+from scalelab.model.loss import chunked_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -229,10 +230,13 @@ class GPT(HookedMixin, nn.Module):
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         reduction: str = "mean",
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return_logits: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """idx (B, T) token ids -> logits (B, T, V) and, given targets (B, T), the loss.
 
         `reduction='none'` returns the per-token loss (B, T); targets equal to -1 are ignored.
+        `return_logits=False` with targets (the training step): the mean loss by `chunked_cross_entropy`,
+        which never builds the full (fp32) logits, and None for the logits.
         """
         B, T = idx.shape
         past = cache.pos if cache is not None else 0
@@ -251,6 +255,10 @@ class GPT(HookedMixin, nn.Module):
         x = self.hook_final(self.ln_f(x))
         if cache is not None:
             cache.pos += T
+        if targets is not None and not return_logits and reduction == "mean":
+            loss = chunked_cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(-1),
+                                         self.cfg.logit_softcap)  # fmt: skip
+            return None, loss
         logits = self.lm_head(x)  # (B, T, V)
         if self.cfg.logit_softcap:
             cap = self.cfg.logit_softcap

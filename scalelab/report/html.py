@@ -11,12 +11,16 @@ import base64
 import html
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # reports are drawn headless
+# reports are drawn headless (Agg); matplotlib itself is imported only when a figure is drawn, so that
+# commands that merely import this package (a `scalelab report` with nothing to redraw) stay fast
+if "matplotlib" in sys.modules:
+    sys.modules["matplotlib"].use("Agg")
+else:
+    os.environ["MPLBACKEND"] = "Agg"
 
 
 @dataclass

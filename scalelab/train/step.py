@@ -26,7 +26,7 @@ def train_step(
         x, y = sampler.next(device)  # (B, T), (B, T)
         sync = fwd.no_sync() if d.enabled and micro < tc.grad_accum - 1 else nullcontext()
         with sync, ctx:
-            _, loss = fwd(x, y)
+            _, loss = fwd(x, y, return_logits=False)  # chunked loss: no full fp32 logits
         (loss / tc.grad_accum).backward()
         loss_sum += loss.detach()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))

@@ -1,0 +1,115 @@
+"""The engine against the reference minimal trainer (nanoGPT) on its own CPU config, side by side.
+
+Issue 13: scalelab's CPU engine should train at >= 1.5x the reference trainer's tokens/s on the
+reference's character-level tinyshakespeare config, with the same final val loss within 0.02 on a
+200-batch estimate. The reference is never vendored: its own ``train.py`` (and ``model.py``,
+``configurator.py``, ``config/train_shakespeare_char.py``) is exported from a git checkout of
+github.com/karpathy/nanoGPT into a temporary folder and run there as a subprocess. Its data files
+(``train.bin``, ``val.bin``, ``meta.pkl``: characters sorted, ids as uint16, first 90% train) are
+written here from the same text, as its ``prepare.py`` would (that script downloads the text).
+
+Both sides: 4 layers x 4 heads x 128, context 64, batch 12, no dropout, AdamW 1e-3 cosine to 1e-4,
+warm-up 100, betas (0.9, 0.99), weight decay 0.1, clip 1.0, ``--iters`` steps (2000), CPU, torch's
+default threads, one after the other. Tokens/s: reference = 768 / the mean of its printed
+per-iteration times (``log_interval=1``; the first iteration and the ones holding an evaluation are
+left out); scalelab = `scalelab bench train`'s tokens/s (training steps only). Final val loss: each
+side's own estimate on 200 random val batches after the last step.
+
+    python benchmarks/bench_engine_vs_nanogpt.py --nanogpt /path/to/nanoGPT(.git) [--iters 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()), ROOT / "shared")
+TEXT = SHARED / "data" / "tinyshakespeare.txt"
+FILES = ["train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py"]
+
+
+def export_reference(repo: Path, dest: Path) -> None:
+    """The reference's own files from a checkout (work tree) or a bare git directory, into ``dest``."""
+    git_dir = repo if (repo / "HEAD").is_file() and not (repo / ".git").exists() else repo / ".git"
+    archive = subprocess.run(["git", f"--git-dir={git_dir}", "archive", "HEAD", *FILES], capture_output=True,
+                             check=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+
+
+def write_char_data(text: str, folder: Path) -> None:
+    """train.bin / val.bin / meta.pkl in the reference's character-level format (90/10 split)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    n = int(len(ids) * 0.9)
+    ids[:n].tofile(folder / "train.bin")
+    ids[n:].tofile(folder / "val.bin")
+    with open(folder / "meta.pkl", "wb") as fh:  # our own file, read by the reference's train.py
+        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, fh)
+
+
+def run_reference(folder: Path, iters: int) -> dict:
+    args = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
+            "--eval_iters=200", f"--eval_interval={iters}", "--log_interval=1", "--block_size=64",
+            "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", f"--max_iters={iters}",
+            f"--lr_decay_iters={iters}", "--dropout=0.0", f"--out_dir={folder / 'out'}"]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, cwd=folder, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"the reference trainer failed:\n{proc.stderr[-3000:]}")
+    times = {int(m[1]): float(m[2]) for m in re.finditer(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", proc.stdout)}
+    steady = [ms for it, ms in times.items() if 0 < it < iters]  # iteration 0 and `iters` hold an evaluation
+    evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", proc.stdout)
+    return {"tokens_per_s": 12 * 64 / (statistics.mean(steady) / 1000), "ms_per_iter_mean": statistics.mean(steady),
+            "ms_per_iter_median": statistics.median(steady), "final_val_loss": float(evals[-1][2]),
+            "final_train_loss": float(evals[-1][1]), "wall_s": wall}  # fmt: skip
+
+
+def run_scalelab(data: Path, iters: int) -> dict:
+    cmd = [sys.executable, "-m", "scalelab", "bench", "train", "--preset", "shakespeare-char", "--recipe", "gpt2",
+           "--data", str(data), "--json", "--set", f"train.iters={iters}", "--set", f"train.ckpt_every={iters}",
+           "--set", "train.final_eval_batches=200", "--set", f"train.eval_every={iters}"]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"scalelab bench train failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {k: res.get(k) for k in ("tokens_per_s", "steady_tokens_per_s", "final_val_loss")} | {"wall_s": wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nanogpt", required=True, type=Path, help="a git checkout of karpathy/nanoGPT (or its .git)")
+    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--data", type=Path, default=TEXT)
+    a = p.parse_args()
+    if not a.data.is_file():
+        raise SystemExit(f"{a.data} is missing")
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_dir = Path(tmp) / "ref"
+        ref_dir.mkdir()
+        export_reference(a.nanogpt, ref_dir)
+        write_char_data(a.data.read_text(), ref_dir / "data" / "shakespeare_char")
+        ref = run_reference(ref_dir, a.iters)
+        ours = run_scalelab(a.data, a.iters)
+    print(json.dumps({"iters": a.iters, "date": time.strftime("%Y-%m-%d %H:%M"), "reference": ref, "scalelab": ours,
+                      "ratio_tokens_per_s": ours["tokens_per_s"] / ref["tokens_per_s"],
+                      "val_loss_gap": ours["final_val_loss"] - ref["final_val_loss"]}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
