@@ -112,3 +112,13 @@ def test_config_hash_follows_file_content_not_path(tmp_path):
     assert _spec(a, "y", size="3xs").config_hash() == same[0]  # the name is not part of the result
     with pytest.raises(UserError, match="zero-shot"):
         _spec(a, "z", size="3xs", zero_shot=True)
+
+
+def test_a_new_trainer_version_is_a_new_config(tmp_path, monkeypatch):
+    """Finished PM runs of an older trainer (other results for the same spec) are not reused."""
+    from scalelab.align import pm_run
+
+    spec = _spec(_toy_file(tmp_path / "toy.jsonl"), "a", size="3xs")
+    before = spec.config_hash()
+    monkeypatch.setattr(pm_run, "PM_TRAINER_VERSION", pm_run.PM_TRAINER_VERSION + 1)
+    assert spec.config_hash() != before

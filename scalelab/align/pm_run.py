@@ -37,6 +37,10 @@ from scalelab.store import RUN_REF, RunStore, completed_group_run
 from scalelab.train.loop import resolve_device
 from scalelab.train.record import FileRecorder, StoreRecorder
 
+PM_TRAINER_VERSION = 2
+"""Bumped when the PM trainer computes other results for the same spec (v2: dropout off while training,
+batches grouped by each pair's longer side): finished PM runs of the older trainer are not reused."""
+
 
 @dataclass
 class PMRunSpec:
@@ -123,6 +127,7 @@ class PMRunSpec:
         for key in ("data", "test", "pmp", "base"):
             if d[key]:
                 d[key] = _stamp(d[key])
+        d["trainer"] = PM_TRAINER_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
