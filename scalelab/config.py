@@ -233,6 +233,25 @@ class RunConfig(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def stamp_input(spec: str) -> str:
+    """What identifies an input in a config hash: a file's content hash (so that a work directory can
+    move), a folder's path and mtime, else the string itself (a keyword, a run reference). An 'hf:'
+    prefix is looked through."""
+    p = Path(spec.removeprefix("hf:"))
+    try:
+        if p.is_file():
+            digest = hashlib.sha256()
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            return digest.hexdigest()[:16]
+        if p.exists():
+            return f"{p.resolve()}:{int(p.stat().st_mtime)}"
+    except OSError:
+        pass
+    return spec
+
+
 def _as_value_error(check, *args):
     """Run a check that raises UserError inside a pydantic validator (which reports ValueErrors)."""
     try:

@@ -31,6 +31,7 @@ from scalelab.align.pm_data import ComparisonSet, document_source, in_test_split
 from scalelab.align.pm_data import split_set as split_comparisons
 from scalelab.align.pm_train import PMTrainConfig, evaluate_pm, train_pm
 from scalelab.atomic import write_json
+from scalelab.config import stamp_input
 from scalelab.data.synthetic_comparisons import binarize
 from scalelab.errors import UserError
 from scalelab.store import RUN_REF, RunStore, completed_group_run
@@ -126,23 +127,9 @@ class PMRunSpec:
             d.pop(key)
         for key in ("data", "test", "pmp", "base"):
             if d[key]:
-                d[key] = _stamp(d[key])
+                d[key] = stamp_input(d[key])
         d["trainer"] = PM_TRAINER_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _stamp(spec: str) -> str:
-    """What identifies an input: a file's content hash, a folder's path and mtime, else the string itself."""
-    p = Path(spec.removeprefix("hf:"))
-    if p.is_file():
-        digest = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()[:16]
-    if p.exists():
-        return f"{p.resolve()}:{int(p.stat().st_mtime)}"
-    return spec
 
 
 def resolve_base(spec: PMRunSpec, workdir: Path) -> str | None:

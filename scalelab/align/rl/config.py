@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from scalelab.config import NonNegativeFloat, Positive, Rate, _Strict
+from scalelab.config import NonNegativeFloat, Positive, Rate, _Strict, stamp_input
 from scalelab.store import RUN_REF  # noqa: F401  (re-exported: "run:NAME" references)
 
 ALGOS = ("ppo", "rloo", "dpo", "best-of-n")
@@ -151,20 +150,3 @@ class RLRunSpec(_Strict):
                 d[key] = stamp_input(d[key])
         d["eval_pms"] = [stamp_input(p) for p in d["eval_pms"]]
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def stamp_input(spec: str) -> str:
-    """What identifies an input: a file's content hash, a folder's path and mtime, else the string itself."""
-    p = Path(spec)
-    try:
-        if p.is_file():
-            digest = hashlib.sha256()
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            return digest.hexdigest()[:16]
-        if p.exists():
-            return f"{p.resolve()}:{int(p.stat().st_mtime)}"
-    except OSError:
-        pass
-    return spec
