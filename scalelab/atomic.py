@@ -1,4 +1,4 @@
-"""Files replaced whole or not at all: write a temporary sibling, then rename it over the target.
+"""Files and folders published whole or not at all: write a temporary sibling, then rename it into place.
 
 A reader (another process, the sweep driver, a resumed run) sees the old file or the new one, never a
 half-written one. The temporary name carries the process id, so two processes writing the same file
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +29,23 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_json(path: str | os.PathLike[str], obj: Any, **dumps) -> Path:
     """Replace `path` with the JSON of `obj` atomically (values JSON does not know are written as text)."""
     return write_text(path, json.dumps(obj, default=str, **dumps))
+
+
+@contextmanager
+def building_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary sibling of folder `final` to fill; when the block ends it is renamed to
+    `final`. If another process published `final` first, its copy is kept and this one dropped; on any
+    error the temporary folder is removed and the error raised (a cache is never left half-written)."""
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        tmp.rename(final)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)

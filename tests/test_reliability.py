@@ -421,3 +421,19 @@ def test_model_size_as_a_number_works():
         assert resolve(cfg.model, 257).n_layer == 1
     assert load_config(None, ["model.size=1e6"]).model.size == "1e+06"
     assert resolve(load_config(None, ["model.size=1e6"]).model, 257).n_layer == 4
+
+
+def test_building_dir_publishes_whole_or_not_at_all(tmp_path):
+    """A cache folder appears complete or not at all; a second finisher keeps the first one's copy."""
+    from scalelab.atomic import building_dir
+
+    final = tmp_path / "cache" / "key"
+    with pytest.raises(RuntimeError), building_dir(final) as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("interrupted while writing")
+    assert not final.exists() and not list(final.parent.iterdir())
+    with building_dir(final) as tmp:
+        (tmp / "meta.json").write_text("first")
+    with building_dir(final) as tmp:  # another process finished the same folder meanwhile
+        (tmp / "meta.json").write_text("second")
+    assert (final / "meta.json").read_text() == "first" and [p.name for p in final.parent.iterdir()] == ["key"]

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scalelab.atomic import building_dir
 from scalelab.errors import UserError
 from scalelab.prompting import batches, contexts
 
@@ -132,15 +131,12 @@ def build_cache(model, tokenizer, prompt_ids: list[int], windows: np.ndarray, k:
                                            "tokens_per_s": None}  # fmt: skip
     n, length = windows.shape
     full = k >= model.cfg.vocab_size
-    tmp = folder.with_name(f".{key}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     shapes = _shapes(n, length, k)
-    out = {name: np.memmap(tmp / f, dtype=dt, mode="w+", shape=shapes[name]) for name, (f, dt) in FILES.items()}
-    out["windows"][:] = windows
-    t0 = time.perf_counter()
     model = model.to(device).eval()
-    try:
+    with building_dir(folder) as tmp:  # atomic: readers see the whole cache or none
+        out = {name: np.memmap(tmp / f, dtype=dt, mode="w+", shape=shapes[name]) for name, (f, dt) in FILES.items()}
+        out["windows"][:] = windows
+        t0 = time.perf_counter()
         for sl in batches(n, batch_size):
             x, offset = contexts(windows[sl], prompt_ids, tokenizer.eot_id)
             ids, logp, rest = teacher_topk(model, torch.from_numpy(x).to(device), offset, length, k, full)
@@ -153,12 +149,5 @@ def build_cache(model, tokenizer, prompt_ids: list[int], windows: np.ndarray, k:
                     "vocab_size": model.cfg.vocab_size, "prompt_tokens": len(prompt_ids), "wall_s": wall,
                     "created": time.time(), **about}  # fmt: skip
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        try:
-            tmp.rename(folder)  # atomic: readers see the whole cache or none
-        except OSError:  # another process finished the same cache first: keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     stats = {"reused": False, "tokens": int(n * length), "wall_s": wall, "tokens_per_s": n * length / max(wall, 1e-9)}
     return TeacherCache.open(folder), stats

@@ -17,7 +17,6 @@ comparison set with the ranked loss, followed by `train_pm` on the target compar
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -33,6 +32,7 @@ import torch
 
 from scalelab.align.objectives import OBJECTIVES, binary_loss, imitation_loss, ranked_loss
 from scalelab.align.pm import EncodedPairs, PreferenceModel, collate
+from scalelab.atomic import write_json
 from scalelab.errors import RunDiverged, UserError
 from scalelab.evals.accuracy import AccuracyResult, pairwise_accuracy
 from scalelab.evals.calibration import CalibrationResult, calibration
@@ -198,10 +198,7 @@ def write_progress(path: Path, step: int, iters: int, loss: float, tokens_per_s:
     record = {"step": step, "iters": iters, "loss": loss if math.isfinite(loss) else None, "val_loss": None,
               "tokens_per_s": tokens_per_s, "elapsed_s": elapsed_s, "eta_s": eta_s, "pid": os.getpid(),
               "host": socket.gethostname(), "time": time.time()}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)
+    write_json(path, record)
 
 
 @dataclass

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scalelab.atomic import building_dir
 from scalelab.config import DataConfig
 from scalelab.data import tokenizers as tk
 from scalelab.data.sources import fingerprint, iter_documents
@@ -196,10 +196,7 @@ def prepare_shards(cfg: DataConfig, cache_root: str | Path, progress: bool = Tru
 
     tokenizer = _make_tokenizer(cfg, cache_root, progress)
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-    tmp = cache_root / "shards" / f"{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with building_dir(final) as tmp:
         lengths, labels = _encode_all(cfg, tokenizer, tmp, dtype, progress)
         mode = cfg.split
         if mode == "auto":
@@ -220,12 +217,5 @@ def prepare_shards(cfg: DataConfig, cache_root: str | Path, progress: bool = Tru
             "documents_per_split": {s: int((labels == i).sum()) for i, s in enumerate(SPLITS)},
         }  # fmt: skip
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished first: keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     meta = json.loads((final / "meta.json").read_text())
     return Shards(final, meta, tk.load_spec(final / "tokenizer.json"))

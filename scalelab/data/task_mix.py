@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import string
 import zlib
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab.atomic import building_dir
 from scalelab.errors import UserError
 
 TRAIN_STREAM, EVAL_STREAM = 1, 2  # seed streams: training examples never come from the evaluation stream
@@ -224,10 +224,7 @@ def mixed_shards(plain, tasks: dict[str, float], cache_root: str | Path, seed: i
     key = f"{plain.meta['key']}-tasks-{mix_key(tasks, seed)}"
     final = Path(cache_root) / "shards" / key
     if not (final / "meta.json").is_file():
-        tmp = final.with_name(f"{key}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with building_dir(final) as tmp:
             for split in ("val", "test"):
                 for suffix in (".bin", ".docs.npy"):
                     if (plain.dir / f"{split}{suffix}").is_file():
@@ -240,12 +237,5 @@ def mixed_shards(plain, tasks: dict[str, float], cache_root: str | Path, seed: i
             meta = dict(plain.meta, key=key, tokens=dict(plain.meta["tokens"], train=int(stream.size)),
                         task_mix={"tasks": tasks, "seed": seed, "tokens": counts})  # fmt: skip
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            try:
-                tmp.rename(final)
-            except OSError:  # another process finished first: keep its copy
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     meta = json.loads((final / "meta.json").read_text())
     return Shards(final, meta, plain.tokenizer)

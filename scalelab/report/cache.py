@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from scalelab.atomic import write_text
 from scalelab.report.paths import report_path
 
 _COLUMNS = ("id", "status", "config_hash", "params", "params_nonembed", "flops_per_token", "tokens", "flops",
@@ -75,6 +75,4 @@ def remember(report: Path, key: str | None) -> None:
     if key is None:
         target.unlink(missing_ok=True)
         return
-    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-    tmp.write_text(key + "\n")
-    tmp.replace(target)
+    write_text(target, key + "\n")

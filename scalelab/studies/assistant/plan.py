@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from scalelab.atomic import write_text
 from scalelab.studies.assistant.config import Config
 from scalelab.sweep.spec import PlannedRun, run_counts
 
@@ -44,9 +45,7 @@ def _is_upper(doc_id: str, fraction: float, seed: int) -> bool:
 
 
 def _write_once(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.replace(path)
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def build_data(config: Config, workdir: Path) -> dict[str, Path]:
