@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -107,14 +106,10 @@ def run_scalelab(folder: Path, train: Path, test: Path, a) -> dict:
 
 
 def run_trl(folder: Path, train: Path, test: Path, a) -> dict:
-    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"from bench_pm_vs_trl import trl_worker; print(json.dumps(trl_worker({str(folder / 'model')!r}, "
-            f"{str(train)!r}, {str(test)!r}, {a.steps}, {a.batch}, {a.lr}, {a.seed})))")  # fmt: skip
-    env = os.environ | {"OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([a.trl_python, "-c", code], capture_output=True, text=True, env=env, check=False)
-    if proc.returncode:
-        raise SystemExit(f"TRL worker failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from trl_side import run_in_venv
+
+    args = (str(folder / "model"), str(train), str(test), a.steps, a.batch, a.lr, a.seed)
+    return run_in_venv(a.trl_python, "bench_pm_vs_trl", "trl_worker", args, a.threads)
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -124,14 +123,10 @@ def rollout_speed(folder: Path, a) -> dict:
 
 
 def run_trl(folder: Path, prompts: Path, a) -> dict:
-    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"from bench_rl import trl_worker; print(json.dumps(trl_worker({str(folder / 'hf')!r}, "
-            f"{str(prompts)!r}, {a.steps}, {a.lr}, {a.seed})))")  # fmt: skip
-    env = os.environ | {"OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([a.trl_python, "-c", code], capture_output=True, text=True, env=env, check=False)
-    if proc.returncode:
-        raise SystemExit(f"TRL worker failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from trl_side import run_in_venv
+
+    args = (str(folder / "hf"), str(prompts), a.steps, a.lr, a.seed)
+    return run_in_venv(a.trl_python, "bench_rl", "trl_worker", args, a.threads)
 
 
 def main() -> None:
