@@ -167,15 +167,17 @@ def test_import_refuses_what_scalelab_cannot_compute(tmp_path):
     qwen = transformers.Qwen3Config(vocab_size=257, hidden_size=32, intermediate_size=88, num_hidden_layers=1,
                                     num_attention_heads=2, num_key_value_heads=1, head_dim=16,
                                     max_position_embeddings=64)  # fmt: skip
-    transformers.Qwen3ForCausalLM(qwen).save_pretrained(tmp_path / "qwen")
+    model = transformers.Qwen3ForCausalLM(qwen)
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_norm.weight.fill_(2.0)  # scalelab's QK-norm has no weights
+    model.save_pretrained(tmp_path / "qwen")
     _save_tokenizer(tmp_path / "qwen")
-    with pytest.raises(UserError, match="embedding rows have RMS"):
+    with pytest.raises(UserError, match="q_norm weights other than 1"):
         import_hf(tmp_path / "qwen", tmp_path / "work")
-    llama = transformers.LlamaConfig(vocab_size=257, hidden_size=32, intermediate_size=88, num_hidden_layers=1,
-                                     num_attention_heads=2, max_position_embeddings=64)  # fmt: skip
-    transformers.LlamaForCausalLM(llama).save_pretrained(tmp_path / "llama")
-    with pytest.raises(UserError, match="no QK-norm"):
-        import_hf(tmp_path / "llama", tmp_path / "work")
+    gptj = transformers.GPTJConfig(vocab_size=257, n_embd=32, n_layer=1, n_head=2, n_positions=64, rotary_dim=8)
+    transformers.GPTJForCausalLM(gptj).save_pretrained(tmp_path / "gptj")
+    with pytest.raises(UserError, match="model_type 'gptj' cannot be imported"):
+        import_hf(tmp_path / "gptj", tmp_path / "work")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no config.json"):
         import_hf(tmp_path / "empty", tmp_path / "work")

@@ -1,7 +1,7 @@
 """`scalelab export hf`, `scalelab import hf`: models to and from the Hugging Face format.
 
     scalelab export hf RUN_OR_CKPT OUT_DIR [--overwrite] [--json] [--workdir DIR]
-    scalelab import hf DIR [--name NAME] [--json] [--workdir DIR]
+    scalelab import hf DIR [--name NAME] [--context N] [--json] [--workdir DIR]
 
 Both check scalelab's logits against the HF model's before writing anything (needs the `hf` extra).
 """
@@ -30,7 +30,7 @@ def export_hf_cmd(
     workdir: Path = WorkdirOpt,
     json_out: bool = JsonOpt,
 ):
-    """Write a Hugging Face model folder (GPT-2 or Qwen3, safetensors, tokenizer, model card)."""
+    """Write a Hugging Face model folder (GPT-2, Llama or Qwen3, safetensors, tokenizer, model card)."""
     from scalelab.interop.hf_export import export_hf
 
     res = export_hf(run, out_dir, workdir, overwrite=overwrite)
@@ -43,15 +43,16 @@ def export_hf_cmd(
 
 @import_app.command("hf")
 def import_hf_cmd(
-    source: str = typer.Argument(..., help="A local Hugging Face model folder (GPT-2, or Qwen3 exported by scalelab)."),
+    source: str = typer.Argument(..., help="A local Hugging Face model folder (GPT-2, Llama, Mistral, Qwen2, Qwen3)."),
     name: str | None = typer.Option(None, "--name", help="Run name (default: hf-<folder name>)."),
+    context: int | None = typer.Option(None, "--context", help="Cap the context (default: the model's)."),
     workdir: Path = WorkdirOpt,
     json_out: bool = JsonOpt,
 ):
     """Turn a Hugging Face model folder into a scalelab run (checkpoint + store record)."""
     from scalelab.interop.hf_import import import_hf
 
-    res = import_hf(source, workdir, name)
+    res = import_hf(source, workdir, name, context)
     if json_out:
         print_json(res)
         return

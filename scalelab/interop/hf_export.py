@@ -3,7 +3,8 @@
 `export_hf(run, out_dir)` writes `model.safetensors`, `config.json`, `generation_config.json`, the
 tokenizer (`tokenizer.json` + `tokenizer_config.json`, same ids as scalelab's) and a model card
 `README.md`; the `gpt2` recipe becomes `GPT2LMHeadModel`, the `modern` recipe `Qwen3ForCausalLM`
-(see `hf_weights` for why the computation is identical). Before anything is written the HF model's
+(with QK-norm) or `LlamaForCausalLM` (`model.qk_norm=false`); see `hf_weights` and `hf_llama` for
+why the computation is identical. Before anything is written the HF model's
 logits are compared with scalelab's on random ids and on real text: a mismatch writes nothing.
 """
 
@@ -36,7 +37,8 @@ def build_hf_model(gpt, arch: str, eot_id: int):
     import torch
 
     config = hf_config(gpt.cfg, arch, eot_id)
-    model_cls = transformers.GPT2LMHeadModel if arch == "gpt2" else transformers.Qwen3ForCausalLM
+    model_cls = {"gpt2": transformers.GPT2LMHeadModel, "qwen3": transformers.Qwen3ForCausalLM,
+                 "llama": transformers.LlamaForCausalLM}[arch]  # fmt: skip
     torch.manual_seed(0)  # the random initialisation is overwritten; seeded so that nothing varies
     model = model_cls(config)
     model.load_state_dict(to_hf_state(gpt.state_dict(), gpt.cfg, arch), strict=True)
@@ -75,7 +77,7 @@ def export_hf(run_or_ckpt: str | Path, out_dir: str | Path, workdir: str | Path 
     hf_model.save_pretrained(out, safe_serialization=True)
     save_tokenizer(tokenizer, out, gpt.cfg.block_size)
     run = run_record(Path(workdir) if workdir else None, info.get("run_id"))
-    (out / "README.md").write_text(model_card(arch, info, run, diffs))
+    (out / "README.md").write_text(model_card(type(hf_model).__name__, info, run, diffs))
     return {"out": str(out), "architecture": arch, "hf_class": type(hf_model).__name__, "logit_diff": diffs,
             "files": sorted(p.name for p in out.iterdir()), "seconds": time.perf_counter() - t0,
             "run_id": info.get("run_id"), "step": info["step"]}  # fmt: skip
