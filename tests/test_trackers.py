@@ -91,7 +91,7 @@ def test_tensorboard_backfill(tiny_cfg, tmp_path):
     (folder,) = (tmp_path / "tensorboard" / "grp").iterdir()
     assert _tb_scalars(folder, "train/loss") == pytest.approx(_store_series(tmp_path, s["run_id"]))
     res = CliRunner().invoke(app, ["runs", "export", "--to", "neptune", "-w", str(tmp_path)])
-    assert isinstance(res.exception, UserError) and "'mlflow' or 'tensorboard'" in str(res.exception)
+    assert isinstance(res.exception, UserError) and "'tensorboard', 'mlflow', 'wandb'" in str(res.exception)
     assert "grp" in CliRunner().invoke(app, ["runs", "-w", str(tmp_path)]).stdout  # `runs` still lists
 
 

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
 
 
 def runs_export_cmd(
-    to: str = typer.Option(..., "--to", help="'mlflow' or 'tensorboard' (local, in the work directory)."),
+    to: str = typer.Option(..., "--to", help="'mlflow', 'tensorboard' or 'wandb' (local/offline, in the work directory)."),
     group: str | None = typer.Option(None, "--group", help="Only the runs of this sweep/study."),
     run: list[str] | None = typer.Option(None, "--run", help="Only this run (id, prefix or name; repeatable)."),
     workdir: Path = WorkdirOpt,

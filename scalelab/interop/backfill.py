@@ -1,4 +1,4 @@
-"""Backfill trackers from the store: `scalelab runs export --to mlflow|tensorboard`.
+"""Backfill trackers from the store: `scalelab runs export --to mlflow|tensorboard|wandb`.
 
 Each finished run (completed, failed or interrupted) not yet in the tracker gets its config, every
 metric row of the store and its final metrics, grouped as the live trackers group them. Running it
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scalelab.errors import UserError
-from scalelab.interop.trackers import FACTORIES, MLflowTracker, RunInfo, TensorBoardTracker
+from scalelab.interop.trackers import FACTORIES, MLflowTracker, RunInfo, TensorBoardTracker, WandbTracker
 
 FINISHED = ("completed", "failed", "interrupted")
 
@@ -18,6 +18,8 @@ FINISHED = ("completed", "failed", "interrupted")
 def _already(to: str, info: RunInfo) -> bool:
     if to == "tensorboard":
         return TensorBoardTracker.folder(info).is_dir()
+    if to == "wandb":
+        return bool(WandbTracker.folders(info))
     return MLflowTracker.find(MLflowTracker.client(info.workdir), info.group or "scalelab", info.run_id) is not None
 
 
@@ -25,8 +27,8 @@ def backfill(workdir: str | Path, to: str, group: str | None = None, runs: list[
     """Export finished runs of the store to tracker `to`; return {"exported": [ids], "skipped": [ids], "to"}."""
     from scalelab.store import RunStore
 
-    if to not in ("mlflow", "tensorboard"):
-        raise UserError(f"--to {to!r}: backfill exports to 'mlflow' or 'tensorboard'")
+    if to not in FACTORIES:
+        raise UserError(f"--to {to!r}: backfill exports to {', '.join(map(repr, FACTORIES))}; choose one of them")
     workdir = Path(workdir)
     store = RunStore.in_workdir(workdir, readonly=True)
     try:
