@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from scalelab.cli.common import JsonOpt, WorkdirOpt, key_value_table, out, print_json
+from scalelab.cli.progress import count_bar, live_line
 
 export_app = typer.Typer(no_args_is_help=True, help="Export models to other formats.")
 import_app = typer.Typer(no_args_is_help=True, help="Import models from other formats as runs.")
@@ -33,7 +34,8 @@ def export_hf_cmd(
     """Write a Hugging Face model folder (GPT-2, Llama or Qwen3, safetensors, tokenizer, model card)."""
     from scalelab.interop.hf_export import export_hf
 
-    res = export_hf(run, out_dir, workdir, overwrite=overwrite)
+    with live_line(f"export hf {run}") as phase:
+        res = export_hf(run, out_dir, workdir, overwrite=overwrite, phase=phase)
     if json_out:
         print_json(res)
         return
@@ -52,7 +54,8 @@ def import_hf_cmd(
     """Turn a Hugging Face model folder into a scalelab run (checkpoint + store record)."""
     from scalelab.interop.hf_import import import_hf
 
-    res = import_hf(source, workdir, name, context)
+    with live_line(f"import hf {source}") as phase:
+        res = import_hf(source, workdir, name, context, phase=phase)
     if json_out:
         print_json(res)
         return
@@ -66,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
 
 def runs_export_cmd(
-    to: str = typer.Option(..., "--to", help="'mlflow', 'tensorboard' or 'wandb' (local/offline, in the work directory)."),
+    to: str = typer.Option(..., "--to", help="'mlflow', 'tensorboard' or 'wandb' (local, in the work directory)."),
     group: str | None = typer.Option(None, "--group", help="Only the runs of this sweep/study."),
     run: list[str] | None = typer.Option(None, "--run", help="Only this run (id, prefix or name; repeatable)."),
     workdir: Path = WorkdirOpt,
@@ -76,7 +79,8 @@ def runs_export_cmd(
     from scalelab.cli.common import say
     from scalelab.interop.backfill import backfill
 
-    res = backfill(workdir, to, group, run)
+    with count_bar(f"export to {to}") as update:
+        res = backfill(workdir, to, group, run, progress=update)
     if json_out:
         print_json(res)
     else:

@@ -7,6 +7,7 @@ again adds only the runs that are new since.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from scalelab.errors import UserError
@@ -23,8 +24,10 @@ def _already(to: str, info: RunInfo) -> bool:
     return MLflowTracker.find(MLflowTracker.client(info.workdir), info.group or "scalelab", info.run_id) is not None
 
 
-def backfill(workdir: str | Path, to: str, group: str | None = None, runs: list[str] | None = None) -> dict:
-    """Export finished runs of the store to tracker `to`; return {"exported": [ids], "skipped": [ids], "to"}."""
+def backfill(workdir: str | Path, to: str, group: str | None = None, runs: list[str] | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> dict:  # fmt: skip
+    """Export finished runs of the store to tracker `to`; return {"exported": [ids], "skipped": [ids], "to"}.
+    `progress(done, total, run name)` is called before each run."""
     from scalelab.store import RunStore
 
     if to not in FACTORIES:
@@ -40,7 +43,9 @@ def backfill(workdir: str | Path, to: str, group: str | None = None, runs: list[
                 raise UserError(f"no run {missing[0]!r} in {store.path}; see `scalelab runs`")
             rows = [r for r in rows if r["id"] in wanted]
         exported, skipped = [], []
-        for row in rows:
+        for done, row in enumerate(rows):
+            if progress is not None:
+                progress(done, len(rows), row["name"])
             info = RunInfo(row["id"], row["name"], row["grp"], row["config"], workdir)
             if row["status"] not in FINISHED or _already(to, info):
                 skipped.append(row["id"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from scalelab.errors import UserError
@@ -60,21 +61,28 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> None:
 
 
 def export_hf(run_or_ckpt: str | Path, out_dir: str | Path, workdir: str | Path | None = None,
-              overwrite: bool = False) -> dict:  # fmt: skip
+              overwrite: bool = False, phase: Callable[[str], None] | None = None) -> dict:  # fmt: skip
     """Write the HF folder of a run's newest checkpoint (or of a checkpoint folder); return what was done:
-    {"out", "architecture", "hf_class", "logit_diff", "files", "seconds", "run_id", "step"}."""
+    {"out", "architecture", "hf_class", "logit_diff", "files", "seconds", "run_id", "step"}.
+    `phase(text)` is told what is being done (for a progress line)."""
     require_transformers()
     from scalelab.train.checkpoint import load_for_inference
 
+    phase = phase or (lambda text: None)
     t0 = time.perf_counter()
+    phase("loading the checkpoint")
     gpt, tokenizer, info = load_for_inference(run_or_ckpt, workdir)
     arch = architecture_for(gpt.cfg)  # refuses before any work
+    phase(f"building the {arch} model")
     hf_model = build_hf_model(gpt, arch, tokenizer.eot_id)
+    phase("comparing logits")
     diffs = max_logit_diff(gpt, hf_model, probe_inputs(tokenizer, gpt.cfg.vocab_size, gpt.cfg.block_size))
     require_match(diffs, f"export of {info['path']} as {type(hf_model).__name__}")
     out = Path(out_dir)
     _prepare_out(out, overwrite)
+    phase("writing safetensors")
     hf_model.save_pretrained(out, safe_serialization=True)
+    phase("writing the tokenizer and model card")
     save_tokenizer(tokenizer, out, gpt.cfg.block_size)
     run = run_record(Path(workdir) if workdir else None, info.get("run_id"))
     (out / "README.md").write_text(model_card(type(hf_model).__name__, info, run, diffs))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from scalelab.errors import UserError
@@ -82,35 +83,41 @@ def run_config(name: str, gcfg, tokenizer_dir: Path) -> dict:
     return RunConfig(name=name, data={"tokenizer": str(tokenizer_dir)}, model=model, train={"iters": 1})
 
 
-def import_hf(source: str | Path, workdir: str | Path, name: str | None = None, context: int | None = None) -> dict:
+def import_hf(source: str | Path, workdir: str | Path, name: str | None = None, context: int | None = None,
+              phase: Callable[[str], None] | None = None) -> dict:  # fmt: skip
     """Import `source` as a new run of `workdir`'s store; return
     {"run_id", "name", "checkpoint", "architecture", "logit_diff", "params", "seconds"}.
 
     `context` caps the model's positions (a Llama folder may declare 131,072, and sampling preallocates a
-    key/value cache of that length)."""
+    key/value cache of that length). `phase(text)` is told what is being done (for a progress line)."""
     from scalelab.flops import flops_per_token
     from scalelab.model.gpt import GPT
     from scalelab.store import RunStore
     from scalelab.train.checkpoint import save_checkpoint
 
+    phase = phase or (lambda text: None)
     t0 = time.perf_counter()
     source = str(source)
     name = check_name(name or default_name(source), "--name")
+    phase("loading the Hugging Face model")
     hf_cfg, gcfg, hf_model = _load_hf(source)
     if context is not None:  # a shorter context computes the same on the positions it keeps
         if context < 1:
             raise UserError(f"--context {context}: give a positive number of positions")
         gcfg = dataclasses.replace(gcfg, block_size=min(context, gcfg.block_size))
     tokenizer = _tokenizer(source, gcfg)
+    phase("converting the weights")
     gpt = GPT(gcfg)
     n_kv = getattr(hf_cfg, "num_key_value_heads", None)
     state = from_hf_state(hf_model.state_dict(), gcfg, n_kv)
     if "wpe.weight" in state:
         state["wpe.weight"] = state["wpe.weight"][: gcfg.block_size]
     gpt.load_state_dict(state, strict=True)
+    phase("comparing logits")
     diffs = max_logit_diff(gpt, hf_model, probe_inputs(tokenizer, gcfg.vocab_size, gcfg.block_size))
     require_match(diffs, f"import of {source} ({hf_cfg.model_type})")
 
+    phase("writing the checkpoint")
     store = RunStore.in_workdir(workdir)
     try:
         counts = gpt.param_counts()
