@@ -61,7 +61,7 @@ def test_interop_commands_show_progress(terminal, tmp_path, monkeypatch):
 
     run = _lm_run(terminal, tmp_path)
     w = ["--workdir", str(tmp_path)]
-    res = terminal("export", "hf", run, str(tmp_path / "hf"), *w, label="writing safetensors")
+    res = terminal("export", "hf", run, str(tmp_path / "hf"), *w, label="export hf")
     assert res["hf_class"] == "GPT2LMHeadModel"
     assert terminal("import", "hf", str(tmp_path / "hf"), "--name", "back", *w, label="import hf")["name"] == "back"
     monkeypatch.setattr(bf, "FACTORIES", {"tensorboard": Quiet})
