@@ -61,6 +61,7 @@ def _logits(model, ids):
         return model(input_ids=ids).logits
 
 
+@pytest.mark.slow  # three imports and exports through transformers
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_import_a_llama_family_model_and_export_it_back(tmp_path, family):
     from scalelab.interop.hf_export import export_hf
@@ -148,3 +149,26 @@ def test_llama_options_scalelab_cannot_compute_are_refused_by_name(tmp_path):
         _save_tokenizer(folder)
         with pytest.raises(UserError, match=match):
             import_hf(folder, tmp_path / "work")
+
+
+@pytest.mark.slow  # an import and a one-step training run
+def test_an_imported_llama_trains_on_with_init_from(tiny_cfg, tmp_path):
+    """The new model options reach the GPT through the config: a run with the imported model's settings
+    starts from its weights (train.init_from checks every field of the shape)."""
+    from scalelab.interop.hf_import import import_hf
+    from scalelab.train.loop import train
+
+    torch.set_num_threads(1)
+    _hf_model("llama", tmp_path / "src")
+    work = tmp_path / "work"
+    src, _, _ = load_for_inference(import_hf(tmp_path / "src", work, name="src")["run_id"], work)
+    over = {"model__recipe": "'modern'", "model__mlp": "'swiglu'", "model__qk_norm": "false",
+            "model__embed_norm": "false", "model__rope_theta": "5e5", "model__norm_eps": "1e-5",
+            "model__mlp_hidden": "72", "model__bias": "true", "model__tie_embeddings": "false",
+            "model__n_layer": "2", "model__n_head": "4", "model__n_embd": "32", "model__block_size": "64",
+            "data__tokenizer": f"'{tmp_path / 'src'}'", "train__iters": "1", "train__lr": "1e-12",
+            "train__warmup_iters": "0", "train__min_lr": "0", "train__init_from": "'src'"}  # fmt: skip
+    tuned, _, _ = load_for_inference(train(tiny_cfg(**over), work, progress=False)["run_id"], work)
+    assert tuned.cfg == src.cfg
+    ids = torch.randint(0, 257, (2, 64))
+    torch.testing.assert_close(tuned(ids)[0], src(ids)[0], atol=1e-4, rtol=0)
