@@ -114,6 +114,14 @@ def test_wandb_offline_run_reads_back_and_backfill(tiny_cfg, tmp_path, monkeypat
     res = CliRunner().invoke(app, ["runs", "export", "--to", "wandb", "--group", "sweep-a", *w])
     assert json.loads(res.stdout.strip().splitlines()[-1])["skipped"] == [other["run_id"]]
 
+    report = tmp_path / "sweep-a.html"
+    report.write_text("<html>the report</html>")
+    tr.attach_report(["wandb"], tmp_path, "sweep-a", report, {"final_val_loss": 1.5})
+    got = wandb_run(tmp_path, "sweep-a-report")
+    assert got["run"].run_group == "sweep-a" and got["summary"]["final_val_loss"] == 1.5
+    (folder,) = tr.WandbTracker.folders(tr.RunInfo("sweep-a-report", "", None, {}, tmp_path))
+    assert (folder / "files" / "sweep-a.html").read_text() == "<html>the report</html>"
+
 
 def test_a_raising_wandb_never_fails_the_run(tiny_cfg, tmp_path, monkeypatch):
     """W&B itself raising (here: at init, as with a bad WANDB_MODE) warns once and the run completes."""

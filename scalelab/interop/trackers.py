@@ -252,3 +252,14 @@ def open_trackers(names: list[str], workdir: Path, run_id: str, name: str, confi
         except Exception:  # noqa: BLE001 -- the group only names a folder
             group = None
     return Trackers(names, RunInfo(run_id, name, group, config, Path(workdir)))
+
+
+def attach_report(names: list[str], workdir: Path, group: str, report: Path, summary: dict | None = None) -> None:
+    """Attach a sweep's or study's report (HTML or Markdown) to its trackers: one tracker run per group,
+    `<group>-report`, holding the file and the results' numbers. Never raises (as for runs)."""
+    if not names:
+        return
+    info = RunInfo(f"{group}-report", f"{group} report", group, {"report": str(report)}, Path(workdir))
+    trackers = Trackers(names, info)
+    trackers.artifact(Path(report))
+    trackers.finish("completed", summary or {})
