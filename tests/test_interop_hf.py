@@ -197,9 +197,15 @@ def test_cli_export_and_import(tiny_cfg, tmp_path):
     assert res.exit_code == 0, res.output
     exported = json.loads(res.stdout.strip().splitlines()[-1])
     assert exported["hf_class"] == "GPT2LMHeadModel" and exported["run_id"] == run_id
-    res = CliRunner().invoke(app, ["import", "hf", str(tmp_path / "hf"), "--name", "again", *w, "--json"])
+    res = CliRunner().invoke(app, ["import", "hf", str(tmp_path / "hf"), "--name", "again", "--context", "16", *w,
+                                   "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["name"] == "again"
+    short, _, _ = load_for_inference("again", tmp_path)
+    full, _, _ = load_for_inference(run_id, tmp_path)
+    assert short.cfg.block_size == 16 and short.wpe.weight.shape[0] == 16  # --context keeps the first positions
+    ids = torch.randint(0, 257, (1, 16))
+    torch.testing.assert_close(short(ids)[0], full(ids)[0], atol=1e-5, rtol=0)
     res = CliRunner().invoke(app, ["runs", *w, "--json"])
     assert "again" in res.stdout
 
