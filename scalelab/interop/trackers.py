@@ -254,6 +254,11 @@ def open_trackers(names: list[str], workdir: Path, run_id: str, name: str, confi
     return Trackers(names, RunInfo(run_id, name, group, config, Path(workdir)))
 
 
+def trackers_of(runs) -> list[str]:
+    """The trackers any of a sweep's planned runs logs to (`train.trackers`), where its report goes too."""
+    return sorted({t for r in runs for t in r.cfg.train.trackers})
+
+
 def attach_report(names: list[str], workdir: Path, group: str, report: Path, summary: dict | None = None) -> None:
     """Attach a sweep's or study's report (HTML or Markdown) to its trackers: one tracker run per group,
     `<group>-report`, holding the file and the results' numbers. Never raises (as for runs)."""
