@@ -88,3 +88,11 @@ def test_the_report_goes_to_the_runs_trackers(toy, tmp_path):
     runner.run_study("toy", toy, ["iters=6", "sizes=['L1']", "trackers=['tensorboard']"], work, progress=False)
     folders = sorted(p.name for p in (work / "tensorboard" / "toy").iterdir())
     assert len(folders) == 2 and sum("report" in f for f in folders) == 1  # the run, and the study's report
+
+
+def test_trackers_of_runs_without_a_train_section():
+    from scalelab.interop.trackers import trackers_of
+
+    lm = SimpleNamespace(cfg=SimpleNamespace(train=SimpleNamespace(trackers=["mlflow"])))
+    rl = SimpleNamespace(cfg=SimpleNamespace(policy="run:x"))  # an RL/gold-PM spec: no train section
+    assert trackers_of([lm, rl]) == ["mlflow"] and trackers_of([rl]) == []

@@ -255,8 +255,9 @@ def open_trackers(names: list[str], workdir: Path, run_id: str, name: str, confi
 
 
 def trackers_of(runs) -> list[str]:
-    """The trackers any of a sweep's planned runs logs to (`train.trackers`), where its report goes too."""
-    return sorted({t for r in runs for t in r.cfg.train.trackers})
+    """The trackers any of a sweep's planned runs logs to (`train.trackers`), where its report goes too.
+    Runs of other kinds (PM, RL, gold-PM specs) have no `train` section and add none."""
+    return sorted({t for r in runs for t in (getattr(getattr(r.cfg, "train", None), "trackers", None) or ())})
 
 
 def attach_report(names: list[str], workdir: Path, group: str, report: Path, summary: dict | None = None) -> None:
