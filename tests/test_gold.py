@@ -66,7 +66,8 @@ def test_spacing_has_an_interior_optimum_at_hand_computed_values():
     # over 40-character responses the best share is 18/40 = 0.45, and the score falls on both sides
     scores = [spacing_score(HEAD, " " * k + "x" * (40 - k)) for k in range(41)]
     assert scores.index(max(scores)) == 18
-    assert all(a < b for a, b in zip(scores[:18], scores[1:19])) and all(a > b for a, b in zip(scores[18:], scores[19:]))
+    assert all(a < b for a, b in zip(scores[:18], scores[1:19]))
+    assert all(a > b for a, b in zip(scores[18:], scores[19:]))
     assert bump(0.2, 0.2, 1.0) == 1.0 and bump(1.0, 0.0, 1.0) == pytest.approx(math.exp(-0.5))
 
 

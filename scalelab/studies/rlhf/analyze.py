@@ -121,7 +121,8 @@ def _gold_peak_row(g: dict, p, pms: dict) -> dict:
             "pm_size": p.axes.get("pm_size"), "labels": pms.get(p.axes["pm"], {}).get("labels"),
             "pm_accuracy": pms.get(p.axes["pm"], {}).get("accuracy"), "beta": fit["beta"],
             "beta_ci": fit["ci"]["beta"], "peak_kl": g["peak_kl"], "peak_kl_ci": fit["ci"]["peak_kl"],
-            "peak_in_range": fit["peak_in_range"], "measured_peak_kl": (g["measured_peak"] or {}).get("kl")}  # fmt: skip
+            "peak_in_range": fit["peak_in_range"],
+            "measured_peak_kl": (g["measured_peak"] or {}).get("kl")}  # fmt: skip
 
 
 def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
