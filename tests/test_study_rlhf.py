@@ -109,7 +109,8 @@ def test_analysis_recovers_planted_fits_and_matches_runs_by_config_hash(tmp_path
     assert [r["round"] for r in ov["rounds"]] == [0, 1]
     assert ov["gain_online_minus_offline"] == pytest.approx(0.05)
     assert ov["rounds"][-1]["labels_cumulative"] == ov["offline"]["labels"] == config.n_labels
-    assert "b = 1.500" in summary(results)
+    assert ov["rounds"][-1]["comparisons"] == ov["offline"]["comparisons"] == 30  # planted summaries
+    assert "b = 1.500" in summary(results) and "30 vs 30 comparisons kept" in summary(results)
     json.dumps(results)  # plain data
 
 

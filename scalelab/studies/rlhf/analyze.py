@@ -142,6 +142,7 @@ def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
                 "round": r,
                 "run": p.name,
                 "labels_cumulative": pm["labels"] if pm else None,
+                "comparisons": pm["n_comparisons"] if pm else None,
                 "gold": last.get("gold"),
                 "proxy": last.get("reward"),
                 "kl_in_round": last.get("kl"),
@@ -156,6 +157,7 @@ def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
         "offline": {
             "run": offline[0].name,
             "labels": pms.get(offline[0].axes["pm"], {}).get("labels"),
+            "comparisons": pms.get(offline[0].axes["pm"], {}).get("n_comparisons"),
             "gold": off_last.get("gold"),
             "proxy": off_last.get("reward"),
             "kl": off_last.get("kl"),
@@ -163,7 +165,8 @@ def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
         "online_gold": final["gold"],
         "gain_online_minus_offline": gain,
         "note": "every round's KL is measured from the original pre-trained policy (its `reference`), as the "
-        "offline run's is; the comparison is the gold reward at equal labels",
+        "offline run's is; the comparison is the gold reward at equal labels (labeller queries): `comparisons` "
+        "counts the pairs kept, without ties, identical and blank responses",
     }
 
 
@@ -353,7 +356,8 @@ def summary(results: dict) -> str:
     if ov:
         lines.append(
             f"Online ({len(ov['rounds'])} rounds) gold {_f(ov['online_gold'])} vs offline "
-            f"{_f(ov['offline']['gold'])} at equal labels (gain {_f(ov['gain_online_minus_offline'])})."
+            f"{_f(ov['offline']['gold'])} at equal labels (gain {_f(ov['gain_online_minus_offline'])}; "
+            f"{ov['rounds'][-1]['comparisons']} vs {ov['offline']['comparisons']} comparisons kept)."
         )
     if results["missing"]:
         lines.append(f"Not finished ({len(results['missing'])} runs, left out): {', '.join(results['missing'][:8])}.")
