@@ -24,10 +24,13 @@ class ToyConfig(_Strict):
     sizes: list[str] = Field(default_factory=lambda: ["L1", "L2"])
     iters: int = 12
     second_stage: bool = False
+    trackers: list[str] = Field(default_factory=list)
 
 
 def _plan(config, workdir):
-    spec = load_spec(None, raw={"name": config.name, "base": json.loads(json.dumps(BASE)),
+    base = json.loads(json.dumps(BASE))
+    base["train"]["trackers"] = config.trackers
+    spec = load_spec(None, raw={"name": config.name, "base": base,
                                 "grid": {"model.size": config.sizes, "train.iters": [config.iters]}})
     runs, _ = plan_sweep(spec, workdir)
     if config.second_stage:
@@ -77,3 +80,11 @@ def test_bad_overrides_and_names(toy, tmp_path):
 def test_unknown_study():
     with pytest.raises(UserError, match="the studies are"):
         runner.study_module("nope")
+
+
+def test_the_report_goes_to_the_runs_trackers(toy, tmp_path):
+    pytest.importorskip("tensorboard")
+    work = tmp_path / "w"
+    runner.run_study("toy", toy, ["iters=6", "sizes=['L1']", "trackers=['tensorboard']"], work, progress=False)
+    folders = sorted(p.name for p in (work / "tensorboard" / "toy").iterdir())
+    assert len(folders) == 2 and sum("report" in f for f in folders) == 1  # the run, and the study's report

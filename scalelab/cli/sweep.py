@@ -32,6 +32,7 @@ def sweep_cmd(
     if dry_run:
         print_plan(spec, workdir, json_out)
         return
+    from scalelab.studies.scaling import headline
     from scalelab.studies.scaling.config import Analysis
     from scalelab.studies.scaling.report import report_sweep
     from scalelab.sweep.run import run_sweep
@@ -41,8 +42,10 @@ def sweep_cmd(
         a = spec.analysis
         fits, path = report_sweep(workdir, spec.name, Analysis(power_params=a.fit_params, bootstrap=a.bootstrap))
         res["report"] = str(path)
-        from scalelab.studies.scaling import headline
+        from scalelab.interop.trackers import attach_report, trackers_of
+        from scalelab.sweep.spec import plan
 
+        attach_report(trackers_of(plan(spec, workdir)[0]), workdir, spec.name, path)
         res["fits"] = headline(fits)
         note(f"report: {path}")
     if json_out:

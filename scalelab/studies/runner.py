@@ -116,6 +116,9 @@ def run_study(
     summary = module.summary(results)
     path = report_path(workdir, config.name)
     write_study_report(module, name, config, results, store, summary, path)
+    from scalelab.interop.trackers import attach_report, trackers_of
+
+    attach_report(trackers_of(runs), workdir, config.name, path)
     return head | counts | {"results": to_plain(results), "summary": summary, "report": str(path),
                             "wall_s": time.perf_counter() - t0}  # fmt: skip
 
