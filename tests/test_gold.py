@@ -6,12 +6,17 @@ import pytest
 
 from scalelab.align.gold import (
     GOLD_REWARDS,
+    SPACING_BEST,
+    SPACING_WIDTH,
     balanced_score,
+    bump,
     gold_reward,
     keywords_score,
     label_pairs,
     parses_score,
     preference_probability,
+    spacing_score,
+    whitespace_share,
 )
 from scalelab.errors import UserError
 
@@ -44,10 +49,32 @@ def test_keywords_fraction_outside_strings():
     assert keywords_score(HEAD, "") == 0.0
 
 
+def test_whitespace_share_counts_spaces_tabs_and_newlines():
+    assert whitespace_share("a b\n") == 0.5
+    assert whitespace_share("\t  x") == 0.75
+    assert whitespace_share("") == 0.0 and whitespace_share("abc") == 0.0
+
+
+def test_spacing_has_an_interior_optimum_at_hand_computed_values():
+    assert (SPACING_BEST, SPACING_WIDTH) == (0.45, 0.12)
+    assert spacing_score(HEAD, " " * 9 + "x" * 11) == pytest.approx(1.0)  # share 9/20 = 0.45: the optimum
+    one_width = math.exp(-0.5)  # share 0.45 +- 0.12
+    assert spacing_score(HEAD, " " * 33 + "x" * 67) == pytest.approx(one_width)  # 0.33: too dense
+    assert spacing_score(HEAD, " " * 57 + "x" * 43) == pytest.approx(one_width)  # 0.57: too sparse
+    assert spacing_score(HEAD, " " * 32) == pytest.approx(math.exp(-0.5 * (0.55 / 0.12) ** 2))  # blanks: ~2.7e-5
+    assert spacing_score(HEAD, "xyz") == pytest.approx(math.exp(-0.5 * (0.45 / 0.12) ** 2))  # no space: ~8.8e-4
+    # over 40-character responses the best share is 18/40 = 0.45, and the score falls on both sides
+    scores = [spacing_score(HEAD, " " * k + "x" * (40 - k)) for k in range(41)]
+    assert scores.index(max(scores)) == 18
+    assert all(a < b for a, b in zip(scores[:18], scores[1:19]))
+    assert all(a > b for a, b in zip(scores[18:], scores[19:]))
+    assert bump(0.2, 0.2, 1.0) == 1.0 and bump(1.0, 0.0, 1.0) == pytest.approx(math.exp(-0.5))
+
+
 def test_gold_reward_batched_and_unknown_name():
     fn = gold_reward("balanced")
     assert fn([HEAD, HEAD], ["f(x)", "f(x"]) == [1.0, 0.5]
-    assert set(GOLD_REWARDS) >= {"balanced", "parses", "keywords"}
+    assert set(GOLD_REWARDS) >= {"balanced", "parses", "keywords", "spacing"}
     with pytest.raises(UserError, match="balanced"):
         gold_reward("nope")
     with pytest.raises(ValueError):

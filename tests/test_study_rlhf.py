@@ -22,13 +22,13 @@ def _config(**kw) -> Config:
     return Config(**{**base, **kw})
 
 
-def _eval_rows(p) -> list[tuple]:
+def _eval_rows(p, beta: float = BETA) -> list[tuple]:
     rows = []
     for i, kl in enumerate(KLS):
         d = math.sqrt(kl)
         reward = A + B * d
         test = A + B * min(d, 1.0)  # the test PM follows the train PM up to sqrt(KL) = 1, then stays flat
-        gold = GOLD0 + d * (ALPHA - BETA * d)
+        gold = GOLD0 + d * (ALPHA - beta * d)
         if p.axes.get("round") == 1:
             gold += 0.05  # online ends higher than offline
         for name, v in (("reward", reward), ("kl", kl), ("gold", gold), ("pm_0", test)):
@@ -36,14 +36,14 @@ def _eval_rows(p) -> list[tuple]:
     return rows
 
 
-def _plant(store: RunStore, config: Config, workdir) -> dict:
+def _plant(store: RunStore, config: Config, workdir, eval_rows=_eval_rows) -> dict:
     ids = {}
     for p in plan(config, workdir):
         run_id = store.create_run(p.name, p.cfg.to_dict(), p.config_hash, group=config.name)
         summary = {"accuracy": 0.8, "accuracy_ci": [0.7, 0.9], "n_comparisons": 30} if p.kind == "gold-pm" else {}
         store.update_run(run_id, status="completed", summary=json.dumps(summary), finished_at=time.time())
         if p.kind == "rl":
-            store.log_metrics(run_id, _eval_rows(p))
+            store.log_metrics(run_id, eval_rows(p))
         ids[p.name] = run_id
     return ids
 
@@ -62,7 +62,7 @@ def test_plan_stages_kinds_and_equal_labels(tmp_path):
     assert runs["pm-online-r1"].axes["labels"] == runs["pm-2xs-train"].axes["labels"] == config.n_labels
     assert runs["pm-online-r0"].axes["labels"] == config.n_labels // 2
     ppo = runs["ppo-p2xs-pm-2xs-train"].cfg
-    assert ppo.pm == "run:pm-2xs-train" and ppo.eval_pms == ["run:pm-2xs-test"] and ppo.gold == "balanced"
+    assert ppo.pm == "run:pm-2xs-train" and ppo.eval_pms == ["run:pm-2xs-test"] and ppo.gold == "spacing"
     assert ppo.run_hashes["run:pm-2xs-train"] == runs["pm-2xs-train"].config_hash
     assert runs["ppo-online-r1"].cfg.policy == "run:ppo-online-r0"
     assert sum(runs[f"ppo-online-r{r}"].cfg.steps for r in (0, 1)) == ppo.steps
@@ -109,8 +109,31 @@ def test_analysis_recovers_planted_fits_and_matches_runs_by_config_hash(tmp_path
     assert [r["round"] for r in ov["rounds"]] == [0, 1]
     assert ov["gain_online_minus_offline"] == pytest.approx(0.05)
     assert ov["rounds"][-1]["labels_cumulative"] == ov["offline"]["labels"] == config.n_labels
-    assert "b = 1.500" in summary(results)
+    assert ov["rounds"][-1]["comparisons"] == ov["offline"]["comparisons"] == 30  # planted summaries
+    assert "b = 1.500" in summary(results) and "30 vs 30 comparisons kept" in summary(results)
     json.dumps(results)  # plain data
+
+
+def test_gold_peak_per_proxy_pm_smaller_pm_and_fewer_labels_peak_sooner(tmp_path):
+    config = _config(pm_sizes=["3xs", "2xs"], data_amounts=[16], algos=["ppo"], online_rounds=0)
+    store = RunStore.in_workdir(tmp_path)
+
+    def rows(p):  # planted: the small PM's and the 16-label PM's gold peak at KL 1, the main PM's at KL 4
+        return _eval_rows(p, beta=BETA if p.axes.get("pm") == "pm-2xs-train" else 2 * BETA)
+
+    _plant(store, config, tmp_path, rows)
+    results = analyze(store, config)
+    peaks = {r["pm"]: r for r in results["gold_peak_by_run"] if r["policy_size"] == "3xs"}
+    assert set(peaks) == {"pm-2xs-train", "pm-3xs-train", "pm-2xs-n16"}
+    assert peaks["pm-2xs-train"]["peak_kl"] == pytest.approx(4.0)
+    assert peaks["pm-3xs-train"]["peak_kl"] == pytest.approx(1.0)
+    assert peaks["pm-2xs-n16"]["peak_kl"] == pytest.approx(1.0)
+    assert peaks["pm-2xs-n16"]["labels"] == 16 and peaks["pm-2xs-train"]["peak_in_range"] is True
+    assert peaks["pm-3xs-train"]["beta_ci"][0] == pytest.approx(2 * BETA)  # exact points: a degenerate interval
+    assert peaks["pm-2xs-train"]["measured_peak_kl"] == 4.0
+    text = summary(results)
+    assert "PPO gold peak KL by proxy PM" in text and "pm-2xs-n16 (16 labels) 1.00" in text
+    assert "ppo: gold 0.600 -> max 1.000 at KL 4.00" in text and "(inside the measured range)" in text
 
 
 def test_analysis_reports_missing_runs(tmp_path):

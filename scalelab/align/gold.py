@@ -13,6 +13,14 @@ standard-library source) has a moderate base rate that a minute of RL can move:
   of a program: an open block or bracket is allowed, a syntax error is not), as a fraction of
   those lines; the unfinished last line does not count; a response without a complete line scores 0.
 - ``keywords``: the fraction of the response's words that are Python keywords.
+- ``spacing``: a gold with an interior optimum, exp(-((s - 0.45) / 0.12)^2 / 2) of the response's
+  whitespace share s. The tiny policies write bodies with a share of 0.33 (sd 0.16, 95th percentile
+  0.62), so nearly every labelled pair sits below the optimum and says "more whitespace is better":
+  a proxy trained on those labels learns that monotone trend, and a policy that follows it past 0.45
+  (towards a body of blanks) loses gold reward while the proxy still rises. This is the premise of
+  Gao et al.'s over-optimisation: the proxy is fitted on the initial policy's samples and is wrong
+  where the optimised policy goes. The verifiable rewards above saturate instead (a tiny policy
+  reaches ``balanced`` = 1 by opening no bracket), so they show no gold peak at small scale.
 
 `gold_reward(name)` returns a `RewardFn` ``(prompts, responses) -> scores``. `label_pairs` turns
 two responses per prompt into `Comparison`s with the Bradley-Terry labeller
@@ -100,6 +108,24 @@ def keywords_score(prompt: str, response: str) -> float:
     return sum(keyword.iskeyword(w) for w in words) / len(words) if words else 0.0
 
 
+def whitespace_share(response: str) -> float:
+    """Share of the response's characters that are whitespace (spaces, tabs, newlines); 0 for an empty response."""
+    return sum(c.isspace() for c in response) / len(response) if response else 0.0
+
+
+def bump(x: float, best: float, width: float) -> float:
+    """exp(-((x - best) / width)^2 / 2): 1 at x = best, exp(-1/2) at best +- width, towards 0 far away."""
+    return math.exp(-0.5 * ((x - best) / width) ** 2)
+
+
+SPACING_BEST, SPACING_WIDTH = 0.45, 0.12
+
+
+def spacing_score(prompt: str, response: str) -> float:
+    """Gold with an interior optimum: bump(whitespace share of the response, 0.45, 0.12)."""
+    return bump(whitespace_share(response), SPACING_BEST, SPACING_WIDTH)
+
+
 @dataclass(frozen=True)
 class GoldReward:
     name: str
@@ -113,6 +139,7 @@ GOLD_REWARDS: dict[str, GoldReward] = {
         GoldReward("balanced", balanced_score, "brackets close in order: 1/(1 + left open), 0 on a mismatch"),
         GoldReward("parses", parses_score, "fraction of complete response lines that keep the program valid"),
         GoldReward("keywords", keywords_score, "fraction of response words that are Python keywords"),
+        GoldReward("spacing", spacing_score, "whitespace share near 0.45: exp(-((share - 0.45) / 0.12)^2 / 2)"),
     )
 }
 """Every gold reward by name."""

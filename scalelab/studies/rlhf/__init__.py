@@ -12,9 +12,10 @@ Design (all runs in one sweep group, matched to the plan by config hash):
    the policies (`policy_sizes`) and the PM backbones (`pm_sizes`).
 2. Stage 1 (kind "gold-pm", `scalelab.align.gold_pm`): sample two responses per prompt (function
    headers of the standard library; the policy writes the body) from the largest policy; a noisy
-   Bradley-Terry labeller on a gold reward (`scalelab.align.gold`, e.g. ``balanced``: the brackets
-   the response opens close in order) chooses; proxy PMs are trained on those labels: the train PM
-   and the test PM on the two halves, smaller PM sizes, smaller label budgets.
+   Bradley-Terry labeller on a gold reward (`scalelab.align.gold`; the quick preset's ``spacing`` has
+   an interior optimum above what the initial policy writes, so the proxy learns a trend that holds
+   only near the initial policy) chooses; proxy PMs are trained on those labels: the train PM and
+   the test PM on the two halves, smaller PM sizes, smaller label budgets.
 3. Stage 2 (kind "rl", `scalelab.align.rl`): PPO of every policy size against the train PM, PPO of
    the largest policy against every proxy PM, RLOO, DPO (on the train PM's comparisons) and
    best-of-N; each run evaluates held-out prompts with the proxy, the test PM and the gold reward.
@@ -23,10 +24,10 @@ Design (all runs in one sweep group, matched to the plan by config hash):
 
 Outputs: `sqrt_kl_fit` (a, b, R^2, 95% bootstrap CI of b) per policy size, PM size and label budget;
 `train_pm_vs_test_pm` (per-KL series, where they separate); `gold_vs_proxy` per algorithm (series,
-R_gold(d) = d (alpha - beta d), the KL of the gold peak); `online_vs_offline`; samples before and
-after RL. The report draws the papers' figures.
+R_gold(d) = d (alpha - beta d), the KL of the gold peak); `gold_peak_by_run` (the gold peak of PPO
+against every proxy PM); `online_vs_offline`; samples before and after RL. The report draws the papers' figures.
 
-    scalelab study rlhf --preset quick [--set gold=parses] [--dry-run] [--json]
+    scalelab study rlhf --preset quick [--set gold=balanced] [--dry-run] [--json]
 """
 
 from scalelab.studies.rlhf.analyze import analyze, summary

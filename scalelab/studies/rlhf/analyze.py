@@ -5,7 +5,8 @@
 - train PM vs test PM: the optimised PM and a PM on the other half of the labels score the same
   samples; both as gains over the starting policy against sqrt(KL), and where they separate;
 - gold vs proxy per algorithm with R_gold(d) = d (alpha - beta d), d = sqrt(KL), and the KL at which
-  the gold reward peaks (Gao et al. 2022, arXiv 2210.10760, eq. 2-3);
+  the gold reward peaks (Gao et al. 2022, arXiv 2210.10760, eq. 2-3); the same gold peak for PPO
+  against every proxy PM (smaller PMs and fewer labels over-optimise sooner in Gao et al., fig. 3-4);
 - online vs offline: k rounds of iterated online training against one offline round at equal labels.
 """
 
@@ -113,6 +114,17 @@ def _gold_vs_proxy(series: list[dict], run: str, algo: str, seed: int) -> dict:
     }
 
 
+def _gold_peak_row(g: dict, p, pms: dict) -> dict:
+    """One PPO run's gold peak against its proxy PM: the fitted and the measured peak KL, with beta's interval."""
+    fit = g["gold_fit"]
+    return {"run": g["run"], "policy_size": p.axes["policy_size"], "pm": p.axes["pm"],
+            "pm_size": p.axes.get("pm_size"), "labels": pms.get(p.axes["pm"], {}).get("labels"),
+            "pm_accuracy": pms.get(p.axes["pm"], {}).get("accuracy"), "beta": fit["beta"],
+            "beta_ci": fit["ci"]["beta"], "peak_kl": g["peak_kl"], "peak_kl_ci": fit["ci"]["peak_kl"],
+            "peak_in_range": fit["peak_in_range"],
+            "measured_peak_kl": (g["measured_peak"] or {}).get("kl")}  # fmt: skip
+
+
 def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
     """Gold reward after k online rounds against one offline round at equal labels and equal PPO steps."""
     rounds = sorted((v for v in rl.values() if "round" in v[0].axes), key=lambda v: v[0].axes["round"])
@@ -130,6 +142,7 @@ def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
                 "round": r,
                 "run": p.name,
                 "labels_cumulative": pm["labels"] if pm else None,
+                "comparisons": pm["n_comparisons"] if pm else None,
                 "gold": last.get("gold"),
                 "proxy": last.get("reward"),
                 "kl_in_round": last.get("kl"),
@@ -144,6 +157,7 @@ def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
         "offline": {
             "run": offline[0].name,
             "labels": pms.get(offline[0].axes["pm"], {}).get("labels"),
+            "comparisons": pms.get(offline[0].axes["pm"], {}).get("n_comparisons"),
             "gold": off_last.get("gold"),
             "proxy": off_last.get("reward"),
             "kl": off_last.get("kl"),
@@ -151,7 +165,8 @@ def _online_vs_offline(rl: dict, pms: dict, config: Config) -> dict | None:
         "online_gold": final["gold"],
         "gain_online_minus_offline": gain,
         "note": "every round's KL is measured from the original pre-trained policy (its `reference`), as the "
-        "offline run's is; the comparison is the gold reward at equal labels",
+        "offline run's is; the comparison is the gold reward at equal labels (labeller queries): `comparisons` "
+        "counts the pairs kept, without ties, identical and blank responses",
     }
 
 
@@ -207,6 +222,13 @@ def analyze(store, config: Config) -> dict:
         got = rl.get(f"{algo}-p{policy}-{main_pm}")
         if got and got[2]:
             gold_vs_proxy[algo] = _gold_vs_proxy(got[2], got[0].name, algo, config.seed)
+    gold_peaks = []
+    for name, (p, _row, series) in rl.items():
+        if p.axes["algo"] == "ppo" and "round" not in p.axes and len(series) >= 3:
+            g = gold_vs_proxy["ppo"] if name == f"ppo-p{policy}-{main_pm}" and "ppo" in gold_vs_proxy else None
+            gold_peaks.append(_gold_peak_row(g or _gold_vs_proxy(series, name, "ppo", config.seed), p, pms))
+    gold_peaks.sort(key=lambda r: (r["policy_size"] != policy, -(pms.get(r["pm"], {}).get("params") or 0),
+                                   -(r["labels"] or 0)))  # fmt: skip
     results = {
         "design": {
             "policy_sizes": list(config.policy_sizes),
@@ -222,6 +244,7 @@ def analyze(store, config: Config) -> dict:
         "sqrt_kl_fits": fits,
         "train_pm_vs_test_pm": _train_vs_test(main[2], main[0].name) if main else None,
         "gold_vs_proxy": gold_vs_proxy,
+        "gold_peak_by_run": gold_peaks,
         "online_vs_offline": _online_vs_offline(rl, pms, config),
         "pms": sorted(pms.values(), key=lambda r: (r["params"], r["name"])),
         "lms": lms,
@@ -315,16 +338,26 @@ def summary(results: dict) -> str:
         )
     for algo, g in results["gold_vs_proxy"].items():
         fit = g["gold_fit"]
-        peak = f"gold peaks at KL {_f(g['peak_kl'], '.2f')}" if g["peak_kl"] is not None else fit.get("note", "")
+        lo, hi = fit["ci"]["beta"]
+        peak = fit.get("note", "")
+        if g["peak_kl"] is not None:
+            where = "inside" if fit["peak_in_range"] else "beyond"
+            peak = f"gold peaks at KL {_f(g['peak_kl'], '.2f')} ({where} the measured range)"
+        best = g["measured_peak"] or {}
         lines.append(
-            f"{algo}: gold {_f(g['gold_start'])} -> {_f(g['gold_end'])}, alpha {_f(fit['alpha'])}, beta "
-            f"{_f(fit['beta'])}; {peak}."
+            f"{algo}: gold {_f(g['gold_start'])} -> max {_f(best.get('gold'))} at KL {_f(best.get('kl'), '.2f')} -> "
+            f"{_f(g['gold_end'])}; alpha {_f(fit['alpha'])}, beta {_f(fit['beta'])} [{_f(lo)}, {_f(hi)}]; {peak}."
         )
+    peaks = [r for r in results.get("gold_peak_by_run", []) if r["policy_size"] == d["policy_sizes"][-1]]
+    if len(peaks) > 1:
+        lines.append("PPO gold peak KL by proxy PM: " + ", ".join(
+            f"{r['pm']} ({r['labels']} labels) {_f(r['peak_kl'], '.2f')}" for r in peaks) + ".")  # fmt: skip
     ov = results["online_vs_offline"]
     if ov:
         lines.append(
             f"Online ({len(ov['rounds'])} rounds) gold {_f(ov['online_gold'])} vs offline "
-            f"{_f(ov['offline']['gold'])} at equal labels (gain {_f(ov['gain_online_minus_offline'])})."
+            f"{_f(ov['offline']['gold'])} at equal labels (gain {_f(ov['gain_online_minus_offline'])}; "
+            f"{ov['rounds'][-1]['comparisons']} vs {ov['offline']['comparisons']} comparisons kept)."
         )
     if results["missing"]:
         lines.append(f"Not finished ({len(results['missing'])} runs, left out): {', '.join(results['missing'][:8])}.")

@@ -30,7 +30,7 @@ class Config(_Strict):
     """Optimizer steps of each LM's pre-training (stage 0)."""
     pretrain_batch: int = Field(16, ge=1)
     """Sequences per pre-training step."""
-    gold: str = "balanced"
+    gold: str = "spacing"
     """Gold reward (scalelab.align.gold.GOLD_REWARDS): labels every comparison and scores every policy."""
     label_temperature: float = Field(0.1, ge=0)
     """Noisy Bradley-Terry labeller: P(A > B) = sigmoid((g_A - g_B) / T); 0 = noiseless."""
@@ -48,7 +48,7 @@ class Config(_Strict):
     """At least this many PM steps however few the comparisons."""
     algos: list[Algo] = Field(default_factory=lambda: ["ppo", "rloo", "dpo", "best-of-n"], min_length=1)
     """Optimisers compared on the train PM (gold vs proxy); 'ppo' also runs the size and data axes."""
-    steps: int = Field(30, ge=1)
+    steps: int = Field(16, ge=1)
     """Policy updates of each RL run (DPO: minibatches)."""
     batch_size: int = Field(16, ge=2)
     """Responses per rollout (RLOO: prompts x rloo_k), or DPO pairs per step."""
@@ -56,7 +56,7 @@ class Config(_Strict):
     """Longest response in tokens (bytes)."""
     temperature: float = Field(1.0, gt=0)
     """Sampling temperature of rollouts, labels and evaluations."""
-    lr: float = Field(5e-4, gt=0)
+    lr: float = Field(3e-4, gt=0)
     """RL learning rate (the paper's 0.01x pre-training lr is too slow for a few dozen steps of a tiny model)."""
     dpo_lr: float = Field(3e-4, gt=0)
     """DPO learning rate."""
@@ -64,13 +64,13 @@ class Config(_Strict):
     """KL coefficient of the reward r = r_PM - lambda_KL KL (Bai et al. 2022)."""
     rloo_k: int = Field(4, ge=2)
     """RLOO samples per prompt."""
-    bon_n: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    bon_n: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
     """Best-of-N: the N evaluated."""
     n_prompts: int = Field(256, ge=4)
     """Builtin prompts (function headers of the standard library), train and eval together."""
     eval_prompts: int = Field(32, ge=2)
     """Held-out prompts of every evaluation (never labelled, never trained on)."""
-    eval_every: int = Field(3, ge=1)
+    eval_every: int = Field(1, ge=1)
     """Evaluate every this many RL steps (the points of the sqrt(KL) fits)."""
     online_rounds: int = Field(2, ge=0)
     """Rounds of iterated online training (sample, label, retrain the PM, continue RL); 0 or 1 to skip."""

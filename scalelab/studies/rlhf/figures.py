@@ -131,6 +131,7 @@ def sections(results: dict, store, config) -> list:
     fit_rows = [{"axis": key.removeprefix("by_"), **{k: f.get(k) for k in fit_keys}} for key in fits for f in fits[key]]
     gold_rows = [{"algo": a, "alpha": g["gold_fit"]["alpha"], "beta": g["gold_fit"]["beta"],
                   "r2": g["gold_fit"]["r2"], "peak_kl": g["peak_kl"], "peak_kl_ci": g["gold_fit"]["ci"]["peak_kl"],
+                  "beta_ci": g["gold_fit"]["ci"]["beta"], "peak_in_range": g["gold_fit"]["peak_in_range"],
                   "gold_start": g["gold_start"], "gold_end": g["gold_end"], "proxy_b": g["proxy_fit"]["b"],
                   "run": g["run"]} for a, g in results["gold_vs_proxy"].items()]  # fmt: skip
     samples = results.get("samples", {})
@@ -152,8 +153,9 @@ def sections(results: dict, store, config) -> list:
                 figures=[figs[1]], tables=[tt["series"] if tt else []]),
         Section("Over-optimisation: gold vs proxy", "Gold reward gain (the verifiable property the labeller used) "
                 "and proxy reward gain against sqrt(KL) per algorithm, with Gao et al.'s R(d) = d (alpha - beta d); "
-                "the dotted line marks the fitted peak. Best-of-N points use the analytic KL log N - (N-1)/N.",
-                figures=[figs[2]], tables=[gold_rows]),
+                "the dotted line marks the fitted peak. Best-of-N points use the analytic KL log N - (N-1)/N. "
+                "The second table: PPO's gold peak against every proxy PM (PM size and label budget).",
+                figures=[figs[2]], tables=[gold_rows, results.get("gold_peak_by_run", [])]),
         Section("Online vs offline", "Iterated online training: each round labels samples of the current policy, "
                 "retrains the PM on every label so far and continues PPO; the offline run spends the same labels "
                 "on the initial policy's samples and the same PPO steps. " + (ov["note"] if ov else "Not planned."),
