@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from scalelab.config import _Strict
+from scalelab.studies.resources import Resources
 
 Algo = Literal["ppo", "rloo", "dpo", "best-of-n"]
 
 
-class Config(_Strict):
+class Config(Resources):
     """What the study runs (presets: quick.toml, full.toml beside this file)."""
 
     name: str = "rlhf-quick"
@@ -76,14 +76,6 @@ class Config(_Strict):
     """Rounds of iterated online training (sample, label, retrain the PM, continue RL); 0 or 1 to skip."""
     n_samples_shown: int = Field(6, ge=0)
     """Prompts shown with samples before and after RL in the report."""
-    seed: int = 0
-    """Seed of everything."""
-    threads: int | None = Field(None, ge=1)
-    """torch threads per run (default: the executor's share of the cores)."""
-    workers: int = Field(1, ge=1)
-    """Runs trained at once (the default of --workers)."""
-    device: str = "auto"
-    """auto, cpu, cuda, cuda:1, ..."""
 
     @field_validator("data_amounts", "bon_n")
     @classmethod
