@@ -8,12 +8,18 @@ optimise the same text reward (the share of ASCII letters in the completion) on 
 0.001 against the frozen initial model, AdamW at the same learning rate, the same torch threads.
 TRL runs in its own virtual environment as a subprocess (never a scalelab dependency):
 
-    python benchmarks/bench_rl.py [--trl-python /work/trl-venv/bin/python] [--steps 8] [--threads 1]
+    python benchmarks/bench_rl.py [--trl-python /work/trl-venv/bin/python] [--steps 32] [--threads 1]
 
 samples/s = completions per second of training steps (rollout + reward + reference log-probs +
-update): TRL from `train_runtime` of `Trainer.train()`, scalelab from the wall time of
-`RLTrainer.step()` calls (model loading and evaluation excluded on both sides). Rollout tokens/s:
-`sample_responses` on 16 prompts x 64 new tokens, with and without the KV cache.
+update; model loading and evaluation excluded on both sides). On a shared machine the load changes
+from one second to the next, so the two sides take turns step by step: a scalelab step
+(`RLTrainer.step()`), then one TRL step (TRL's trainer runs in a second process and waits, in a
+`TrainerCallback.on_step_begin`, for the go of this script; its step time runs from there to
+`on_step_end`: generation, reward, reference log-probs, update and optimizer step). Both sides thus
+see the same load; the ratio is that of the summed step times. CPU seconds (`time.process_time` of
+the same steps) are reported next to them, and TRL's own `train_runtime` (which also counts its
+between-step work, so TRL's samples/s by it is lower). Rollout tokens/s: `sample_responses` on 16
+prompts x 64 new tokens, with and without the KV cache.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,10 +43,22 @@ def letters(prompts: list[str], completions: list[str], **_) -> list[float]:
 
 
 def trl_worker(model_dir: str, prompts_file: str, steps: int, lr: float, seed: int) -> dict:
-    """Runs inside the TRL venv: RLOOTrainer for `steps` steps on the exported model."""
+    """Runs inside the TRL venv: RLOOTrainer for `steps` steps, each started by a line on stdin.
+
+    Each step's wall and CPU seconds go to stdout as a line `@@{json}`; at the end, `train_runtime`.
+    """
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import RLOOConfig, RLOOTrainer
+
+    class Paced(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            sys.stdin.readline()  # the driver's go: its own step has just finished
+            self.t0 = (time.perf_counter(), time.process_time())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            wall, cpu = time.perf_counter() - self.t0[0], time.process_time() - self.t0[1]
+            print("@@" + json.dumps({"wall": wall, "cpu": cpu}), flush=True)
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     if tok.pad_token is None:
@@ -53,11 +73,39 @@ def trl_worker(model_dir: str, prompts_file: str, steps: int, lr: float, seed: i
                           bf16=False)  # fmt: skip
         trainer = RLOOTrainer(model=model, reward_funcs=letters, args=args,
                               train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
-                              processing_class=tok)  # fmt: skip
+                              processing_class=tok, callbacks=[Paced()])  # fmt: skip
         metrics = trainer.train().metrics
     history = [h for h in trainer.state.log_history if "reward" in h]
-    return {"samples_per_s": steps * BATCH / metrics["train_runtime"], "train_s": metrics["train_runtime"],
-            "reward_last": history[-1]["reward"] if history else None}  # fmt: skip
+    return {"train_runtime": metrics["train_runtime"], "reward_last": history[-1]["reward"] if history else None}
+
+
+class TRLSide:
+    """The TRL trainer in its own venv and process, one step per `step()` call (TRL is never a dependency)."""
+
+    def __init__(self, a, folder: Path, prompts: Path):
+        args = (str(folder / "hf"), str(prompts), a.steps, a.lr, a.seed)
+        code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); from bench_rl import "
+                f"trl_worker; print('@@' + json.dumps(trl_worker(*{args!r})), flush=True)")  # fmt: skip
+        env = os.environ | {"OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
+        self.proc = subprocess.Popen([a.trl_python, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+
+    def _result(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("@@"):
+                return json.loads(line[2:])
+        raise SystemExit(f"TRL worker failed:\n{self.proc.stderr.read()[-3000:]}")
+
+    def step(self) -> dict:
+        """One TRL step (it waits for this go): {"wall", "cpu"} seconds."""
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return self._result()
+
+    def finish(self) -> dict:
+        out = self._result()
+        self.proc.wait()
+        return out
 
 
 def build(folder: Path, n_prompts: int) -> tuple[Path, Path, int]:
@@ -79,8 +127,8 @@ def build(folder: Path, n_prompts: int) -> tuple[Path, Path, int]:
     return folder / "policy", prompts, sum(p.numel() for p in gpt.parameters())
 
 
-def run_scalelab(folder: Path, prompts: Path, a) -> dict:
-    """RLOO steps of the scalelab library on the same model, prompts, reward and recipe."""
+def scalelab_trainer(folder: Path, prompts: Path, a):
+    """scalelab's RLTrainer on the same model, prompts, reward and recipe."""
     import torch
 
     from scalelab.align.rl.config import RLRunSpec
@@ -93,11 +141,42 @@ def run_scalelab(folder: Path, prompts: Path, a) -> dict:
                      lambda_kl=LAMBDA_KL, epochs=1, minibatches=1, lr=a.lr, steps=a.steps, seed=a.seed,
                      device="cpu", eval_prompts=1)  # fmt: skip
     setup = _setup(spec, folder, {"letters": letters})
-    trainer = RLTrainer(spec, setup["models"], setup["prompts"], setup["ids"], torch.device("cpu"), a.lr)
-    t0 = time.perf_counter()
-    rewards = [trainer.step()["reward"] for _ in range(a.steps)]
-    wall = time.perf_counter() - t0
-    return {"samples_per_s": a.steps * BATCH / wall, "train_s": wall, "reward_last": rewards[-1]}
+    return RLTrainer(spec, setup["models"], setup["prompts"], setup["ids"], torch.device("cpu"), a.lr)
+
+
+def timed(fn) -> tuple[object, dict]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+
+
+def side_by_side(folder: Path, prompts: Path, a) -> dict:
+    """Alternate one scalelab step and one TRL step, `a.steps` times; sums and samples/s of each side."""
+    trainer = scalelab_trainer(folder, prompts, a)
+    trl = None if a.skip_trl else TRLSide(a, folder, prompts)
+    ours, theirs, rewards = [], [], []
+    for _ in range(a.steps):
+        out, t = timed(trainer.step)
+        ours.append(t)
+        rewards.append(out["reward"])
+        if trl is not None:
+            theirs.append(trl.step())
+    res = {"scalelab": summarise(ours) | {"reward_last": rewards[-1]}}
+    if trl is not None:
+        end = trl.finish()
+        res["trl"] = summarise(theirs) | end | {"samples_per_s_train_runtime": a.steps * BATCH / end["train_runtime"]}
+        res["ratio_samples_per_s"] = res["scalelab"]["samples_per_s"] / res["trl"]["samples_per_s"]
+        res["ratio_cpu"] = res["trl"]["cpu_s"] / res["scalelab"]["cpu_s"]
+        n = a.steps // 2  # the ratio of each half of the steps: a check of the noise
+        res["ratio_halves"] = [sum(t["wall"] for t in theirs[h]) / sum(o["wall"] for o in ours[h])
+                               for h in (slice(0, n), slice(n, None))]  # fmt: skip
+    return res
+
+
+def summarise(steps: list[dict]) -> dict:
+    wall, cpu = sum(s["wall"] for s in steps), sum(s["cpu"] for s in steps)
+    return {"samples_per_s": len(steps) * BATCH / wall, "train_s": wall, "cpu_s": cpu,
+            "step_s_median": statistics.median(s["wall"] for s in steps)}  # fmt: skip
 
 
 def rollout_speed(folder: Path, a) -> dict:
@@ -122,17 +201,10 @@ def rollout_speed(folder: Path, a) -> dict:
     return out
 
 
-def run_trl(folder: Path, prompts: Path, a) -> dict:
-    from trl_side import run_in_venv
-
-    args = (str(folder / "hf"), str(prompts), a.steps, a.lr, a.seed)
-    return run_in_venv(a.trl_python, "bench_rl", "trl_worker", args, a.threads)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trl-python", default="/work/trl-venv/bin/python")
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--steps", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-prompts", type=int, default=64)
@@ -143,15 +215,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _, prompts, params = build(folder, a.n_prompts)
-        t0 = time.time()
-        ours = run_scalelab(folder, prompts, a)
-        trl = None if a.skip_trl else run_trl(folder, prompts, a)
+        t0, load0 = time.time(), os.getloadavg()[0]
+        res = side_by_side(folder, prompts, a)
         rollout = rollout_speed(folder, a)
     res = {"params": params, "steps": a.steps, "batch": BATCH, "k": K, "new_tokens": NEW_TOKENS, "threads": a.threads,
-           "scalelab": ours, "trl": trl,
-           "ratio_samples_per_s": ours["samples_per_s"] / trl["samples_per_s"] if trl else None,
-           "rollout_tokens_per_s": rollout, "wall_s": time.time() - t0, "date": time.strftime("%Y-%m-%d %H:%M"),
-           "load": os.getloadavg()[0]}  # fmt: skip
+           **res, "rollout_tokens_per_s": rollout, "wall_s": time.time() - t0, "date": time.strftime("%Y-%m-%d %H:%M"),
+           "load": [load0, os.getloadavg()[0]]}  # fmt: skip
     print(json.dumps(res, indent=1))
 
 

@@ -82,8 +82,9 @@ class KVCache:
 
     def __init__(self, cfg: GPTConfig, batch: int, device, dtype):
         shape = (batch, cfg.n_head, cfg.block_size, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        # never read before written (`update` returns the filled part only): no need to zero them
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.pos = 0  # tokens already in the cache
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
