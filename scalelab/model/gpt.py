@@ -102,6 +102,10 @@ def attention_mask(key_mask: torch.Tensor, past: int, T: int) -> torch.Tensor:
     so that no row is empty (a pad query sees only itself: its output is finite and unused).
     """
     S = past + T
+    if T == 1:  # one new token (a cached decoding step): every key is earlier or itself
+        allowed = key_mask.clone()
+        allowed[:, -1] = True
+        return allowed[:, None, None, :]
     q_pos = torch.arange(past, S, device=key_mask.device)[:, None]  # (T, 1)
     k_pos = torch.arange(S, device=key_mask.device)[None, :]  # (1, S)
     allowed = ((k_pos <= q_pos) & key_mask[:, None, :S]) | (k_pos == q_pos)  # (B, T, S)

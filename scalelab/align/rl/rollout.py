@@ -185,34 +185,35 @@ def sample_responses(
     real = torch.arange(total, device=device)[None, :] >= pad[:, None]  # (B, T) True from each row's first token
     logp_buf = torch.zeros(B, total, device=device)  # log-prob of the token at each position
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    cache = None
-    if use_cache:  # one prefill per distinct prompt, its keys/values copied to the rows that share it
-        shared = SharedPrefixCache(gidx)
-        logits, _ = policy(first, cache=shared, key_mask=first_real)  # (P, L, V)
-        cache = KVCache(policy.cfg, B, device, param.dtype)
-        for layer, (k, v) in shared.prefix.items():
-            cache.k[layer][:, :, :longest] = k[gidx]
-            cache.v[layer][:, :, :longest] = v[gidx]
-        cache.pos = longest
-        logits = logits[gidx, -1:]  # (B, 1, V)
     steps = 0  # positions sampled so far
-    for pos in range(longest, total):  # a row's tokens after its end are cut off by _assemble
-        if cache is None:
-            logits, _ = policy(buf[:, :pos], key_mask=real[:, :pos])
-        logp = tempered_logprobs(logits[:, -1, :], temperature)  # (B, V) predicts position pos
-        if temperature > 0 and top_k is None:
-            token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
-        else:
-            token = _sample(logits[:, -1, :], temperature, top_k, generator)
-        buf[:, pos] = token
-        logp_buf[:, pos] = logp.gather(1, token[:, None]).squeeze(1)
-        steps += 1
-        done |= token == eot_id
-        if pos + 1 == total or bool(done.all()):
-            break
-        if cache is not None:
-            logits, _ = policy(buf[:, pos : pos + 1], cache=cache, key_mask=real[:, : pos + 1],
-                               positions=(pos - pad)[:, None])  # fmt: skip
+    with torch.inference_mode():  # less per-op overhead; the tensors it fills were made outside
+        cache = None  # one prefill per distinct prompt, its keys/values copied to the rows that share it
+        if use_cache:
+            shared = SharedPrefixCache(gidx)
+            logits, _ = policy(first, cache=shared, key_mask=first_real)  # (P, L, V)
+            cache = KVCache(policy.cfg, B, device, param.dtype)
+            for layer, (k, v) in shared.prefix.items():
+                cache.k[layer][:, :, :longest] = k[gidx]
+                cache.v[layer][:, :, :longest] = v[gidx]
+            cache.pos = longest
+            logits = logits[gidx, -1:]  # (B, 1, V)
+        for pos in range(longest, total):  # a row's tokens after its end are cut off by _assemble
+            if cache is None:
+                logits, _ = policy(buf[:, :pos], key_mask=real[:, :pos])
+            logp = tempered_logprobs(logits[:, -1, :], temperature)  # (B, V) predicts position pos
+            if temperature > 0 and top_k is None:
+                token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
+            else:
+                token = _sample(logits[:, -1, :], temperature, top_k, generator)
+            buf[:, pos] = token
+            logp_buf[:, pos] = logp.gather(1, token[:, None]).squeeze(1)
+            steps += 1
+            done |= token == eot_id
+            if pos + 1 == total or bool(done.all()):
+                break
+            if cache is not None:
+                logits, _ = policy(buf[:, pos : pos + 1], cache=cache, key_mask=real[:, : pos + 1],
+                                   positions=(pos - pad)[:, None])  # fmt: skip
     is_end = buf[:, longest : longest + steps] == eot_id  # (B, steps)
     ended = is_end.any(dim=1)
     resp_len = torch.where(ended, is_end.int().argmax(dim=1) + 1, steps)  # (B,) up to the first end
