@@ -8,17 +8,19 @@ optimise the same text reward (the share of ASCII letters in the completion) on 
 0.001 against the frozen initial model, AdamW at the same learning rate, the same torch threads.
 TRL runs in its own virtual environment as a subprocess (never a scalelab dependency):
 
-    python benchmarks/bench_rl.py [--trl-python /work/trl-venv/bin/python] [--steps 32] [--threads 1]
+    python benchmarks/bench_rl.py [--trl-python /work/trl-venv/bin/python] [--steps 48] [--threads 1]
+                                  [--baseline /path/to/another/scalelab/checkout]
 
 samples/s = completions per second of training steps (rollout + reward + reference log-probs +
-update; model loading and evaluation excluded on both sides). On a shared machine the load changes
-from one second to the next, so the two sides take turns step by step: a scalelab step
-(`RLTrainer.step()`), then one TRL step (TRL's trainer runs in a second process and waits, in a
-`TrainerCallback.on_step_begin`, for the go of this script; its step time runs from there to
-`on_step_end`: generation, reward, reference log-probs, update and optimizer step). Both sides thus
-see the same load; the ratio is that of the summed step times. CPU seconds (`time.process_time` of
-the same steps) are reported next to them, and TRL's own `train_runtime` (which also counts its
-between-step work, so TRL's samples/s by it is lower). Rollout tokens/s: `sample_responses` on 16
+update; model loading and evaluation excluded on every side). On a shared machine the load changes
+from one second to the next, so the sides take turns step by step: each runs in its own process and
+waits for this script's go before every step; a scalelab step is one `RLTrainer.step()`, a TRL step
+runs from `TrainerCallback.on_step_begin` (where it waits) to `on_step_end`: generation, reward,
+reference log-probs, update and optimizer step (TRL's work between steps, logging and data loading,
+is not counted, which favours TRL). Every side thus sees the same load; a ratio is that of summed
+step times. CPU seconds (`time.process_time` of the same steps) are reported next to them.
+`--baseline` adds a third side, the scalelab of another checkout (e.g. main before a change), so that
+a before/after comparison shares the same minutes of load. Rollout tokens/s: `sample_responses` on 16
 prompts x 64 new tokens, with and without the KV cache.
 """
 
@@ -45,7 +47,7 @@ def letters(prompts: list[str], completions: list[str], **_) -> list[float]:
 def trl_worker(model_dir: str, prompts_file: str, steps: int, lr: float, seed: int) -> dict:
     """Runs inside the TRL venv: RLOOTrainer for `steps` steps, each started by a line on stdin.
 
-    Each step's wall and CPU seconds go to stdout as a line `@@{json}`; at the end, `train_runtime`.
+    Each step's wall and CPU seconds go to stdout as a line `@@{json}`; at the end, the last reward.
     """
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -74,30 +76,37 @@ def trl_worker(model_dir: str, prompts_file: str, steps: int, lr: float, seed: i
         trainer = RLOOTrainer(model=model, reward_funcs=letters, args=args,
                               train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
                               processing_class=tok, callbacks=[Paced()])  # fmt: skip
-        metrics = trainer.train().metrics
+        trainer.train()  # its train_runtime would count the waits for the driver: not used
     history = [h for h in trainer.state.log_history if "reward" in h]
-    return {"train_runtime": metrics["train_runtime"], "reward_last": history[-1]["reward"] if history else None}
+    return {"reward_last": history[-1]["reward"] if history else None}
 
 
-class TRLSide:
-    """The TRL trainer in its own venv and process, one step per `step()` call (TRL is never a dependency)."""
+class Paced:
+    """One side in its own process (`python`, `pythonpath` first on sys.path, run in the folder `args[0]`).
 
-    def __init__(self, a, folder: Path, prompts: Path):
-        args = (str(folder / "hf"), str(prompts), a.steps, a.lr, a.seed)
+    One step per `step()` call.
+    """
+
+    def __init__(self, python: str, worker: str, args: tuple, threads: int, pythonpath: str | None = None):
         code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); from bench_rl import "
-                f"trl_worker; print('@@' + json.dumps(trl_worker(*{args!r})), flush=True)")  # fmt: skip
-        env = os.environ | {"OMP_NUM_THREADS": str(a.threads), "TOKENIZERS_PARALLELISM": "false"}
-        self.proc = subprocess.Popen([a.trl_python, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                f"{worker}; print('@@' + json.dumps({worker}(*{args!r})), flush=True)")  # fmt: skip
+        env = os.environ | {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
+        self.err = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty side never blocks on it
+        self.proc = subprocess.Popen([python, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, text=True, env=env, cwd=args[0])  # fmt: skip
 
     def _result(self) -> dict:
         for line in self.proc.stdout:
             if line.startswith("@@"):
                 return json.loads(line[2:])
-        raise SystemExit(f"TRL worker failed:\n{self.proc.stderr.read()[-3000:]}")
+        self.proc.wait()
+        self.err.seek(0)
+        raise SystemExit(f"a benchmark side failed:\n{self.err.read()[-3000:]}")
 
     def step(self) -> dict:
-        """One TRL step (it waits for this go): {"wall", "cpu"} seconds."""
+        """One step (the side waits for this go): {"wall", "cpu"} seconds."""
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
         return self._result()
@@ -150,26 +159,44 @@ def timed(fn) -> tuple[object, dict]:
     return out, {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
 
 
-def side_by_side(folder: Path, prompts: Path, a) -> dict:
-    """Alternate one scalelab step and one TRL step, `a.steps` times; sums and samples/s of each side."""
-    trainer = scalelab_trainer(folder, prompts, a)
-    trl = None if a.skip_trl else TRLSide(a, folder, prompts)
-    ours, theirs, rewards = [], [], []
-    for _ in range(a.steps):
+def scalelab_worker(folder: str, prompts: str, steps: int, lr: float, seed: int, threads: int) -> dict:
+    """Runs in its own process: `steps` RLTrainer steps, each started by a line on stdin, timed to stdout."""
+    import scalelab
+
+    a = argparse.Namespace(steps=steps, lr=lr, seed=seed, threads=threads)
+    trainer = scalelab_trainer(Path(folder), Path(prompts), a)
+    out = {}
+    for _ in range(steps):
+        sys.stdin.readline()
         out, t = timed(trainer.step)
-        ours.append(t)
-        rewards.append(out["reward"])
-        if trl is not None:
-            theirs.append(trl.step())
-    res = {"scalelab": summarise(ours) | {"reward_last": rewards[-1]}}
-    if trl is not None:
-        end = trl.finish()
-        res["trl"] = summarise(theirs) | end | {"samples_per_s_train_runtime": a.steps * BATCH / end["train_runtime"]}
-        res["ratio_samples_per_s"] = res["scalelab"]["samples_per_s"] / res["trl"]["samples_per_s"]
-        res["ratio_cpu"] = res["trl"]["cpu_s"] / res["scalelab"]["cpu_s"]
-        n = a.steps // 2  # the ratio of each half of the steps: a check of the noise
-        res["ratio_halves"] = [sum(t["wall"] for t in theirs[h]) / sum(o["wall"] for o in ours[h])
-                               for h in (slice(0, n), slice(n, None))]  # fmt: skip
+        print("@@" + json.dumps(t), flush=True)
+    return {"reward_last": out.get("reward"), "scalelab": str(Path(scalelab.__file__).parents[1])}
+
+
+def side_by_side(folder: Path, prompts: Path, a) -> dict:
+    """Every side in turn, one step each, `a.steps` times; summed times and samples/s of each side, and ratios."""
+    args = (str(folder), str(prompts), a.steps, a.lr, a.seed, a.threads)
+    here = str(Path(__file__).resolve().parents[1])
+    sides = {"scalelab": Paced(sys.executable, "scalelab_worker", args, a.threads, here)}
+    if a.baseline:
+        sides["baseline"] = Paced(sys.executable, "scalelab_worker", args, a.threads, a.baseline)
+    if not a.skip_trl:
+        trl_args = (str(folder / "hf"), str(prompts), a.steps, a.lr, a.seed)
+        sides["trl"] = Paced(a.trl_python, "trl_worker", trl_args, a.threads)
+    times: dict[str, list[dict]] = {name: [] for name in sides}
+    for _ in range(a.steps):
+        for name, side in sides.items():
+            times[name].append(side.step())
+    res = {name: summarise(times[name]) | side.finish() for name, side in sides.items()}
+    n = a.steps // 2  # each half of the steps on its own: a check of the noise
+    for name in [x for x in ("scalelab", "baseline") if x in res and "trl" in res]:
+        res[f"ratio_{name}_vs_trl"] = res[name]["samples_per_s"] / res["trl"]["samples_per_s"]
+        res[f"ratio_{name}_vs_trl_cpu"] = res["trl"]["cpu_s"] / res[name]["cpu_s"]
+        res[f"ratio_{name}_vs_trl_halves"] = [sum(t["wall"] for t in times["trl"][h]) /
+                                              sum(o["wall"] for o in times[name][h])
+                                              for h in (slice(0, n), slice(n, None))]  # fmt: skip
+    if "baseline" in res:
+        res["ratio_scalelab_vs_baseline"] = res["scalelab"]["samples_per_s"] / res["baseline"]["samples_per_s"]
     return res
 
 
@@ -204,7 +231,8 @@ def rollout_speed(folder: Path, a) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trl-python", default="/work/trl-venv/bin/python")
-    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--steps", type=int, default=48)
+    p.add_argument("--baseline", help="Another scalelab checkout to run as a third side (before/after).")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-prompts", type=int, default=64)
