@@ -105,6 +105,16 @@ class ModelConfig(_Strict):
     """If set, logits = cap * tanh(logits / cap) (modern recipe)."""
     tie_embeddings: bool | None = None
     """Share input and output embeddings; default: True for gpt2, False for modern."""
+    qk_norm: bool | None = None
+    """modern: RMS-normalise queries and keys (default True; False for Llama-family models)."""
+    embed_norm: bool | None = None
+    """modern: RMS-normalise the input embedding (default True; False for Llama-family models)."""
+    rope_theta: Rate | None = None
+    """modern: the rotary base; default 10000 (Llama 3 uses 500000)."""
+    norm_eps: Rate | None = None
+    """Epsilon of the norms; default 1e-5 (gpt2 LayerNorm), 1e-6 (modern RMSNorm)."""
+    mlp_hidden: Positive | None = None
+    """MLP width; default 4 x n_embd, or 8/3 x n_embd rounded up to 8 for swiglu."""
 
     @field_validator("size", mode="before")
     @classmethod
@@ -193,7 +203,16 @@ REPEAT_MIXER_VERSION = 2
 """Bumped when the repetition mixer draws other tokens for the same config: old runs are not reused."""
 
 
-UNHASHED_WHEN_NONE = (("data", "train_tokens"), ("train", "init_from"), ("train", "early_stop_patience"))
+UNHASHED_WHEN_NONE = (
+    ("data", "train_tokens"),
+    ("train", "init_from"),
+    ("train", "early_stop_patience"),
+    ("model", "qk_norm"),
+    ("model", "embed_norm"),
+    ("model", "rope_theta"),
+    ("model", "norm_eps"),
+    ("model", "mlp_hidden"),
+)
 """Fields left out of the config hash while None, so that configs written before they existed keep their hash."""
 
 

@@ -146,13 +146,14 @@ def test_import_a_gpt2_made_by_transformers(tmp_path):
 
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=257, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                                  initializer_range=0.2)  # fmt: skip
+                                  initializer_range=0.2, n_inner=48, layer_norm_epsilon=1e-6)  # fmt: skip
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     hf.save_pretrained(tmp_path / "src")
     _save_tokenizer(tmp_path / "src")
     res = import_hf(tmp_path / "src", tmp_path / "work")
     assert res["name"] == "hf-src" and max(res["logit_diff"].values()) < 1e-4
     gpt, _, _ = load_for_inference("hf-src", tmp_path / "work")
+    assert gpt.cfg.mlp_hidden == 48 and gpt.cfg.norm_eps == 1e-6  # another MLP width and epsilon
     ids = torch.randint(0, 257, (2, 64))
     torch.testing.assert_close(gpt(ids)[0], _hf_logits(hf, ids), atol=1e-4, rtol=0)
     again = export_hf("hf-src", tmp_path / "again", tmp_path / "work")  # and out again
@@ -167,15 +168,17 @@ def test_import_refuses_what_scalelab_cannot_compute(tmp_path):
     qwen = transformers.Qwen3Config(vocab_size=257, hidden_size=32, intermediate_size=88, num_hidden_layers=1,
                                     num_attention_heads=2, num_key_value_heads=1, head_dim=16,
                                     max_position_embeddings=64)  # fmt: skip
-    transformers.Qwen3ForCausalLM(qwen).save_pretrained(tmp_path / "qwen")
+    model = transformers.Qwen3ForCausalLM(qwen)
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_norm.weight.fill_(2.0)  # scalelab's QK-norm has no weights
+    model.save_pretrained(tmp_path / "qwen")
     _save_tokenizer(tmp_path / "qwen")
-    with pytest.raises(UserError, match="embedding rows have RMS"):
+    with pytest.raises(UserError, match="q_norm weights other than 1"):
         import_hf(tmp_path / "qwen", tmp_path / "work")
-    llama = transformers.LlamaConfig(vocab_size=257, hidden_size=32, intermediate_size=88, num_hidden_layers=1,
-                                     num_attention_heads=2, max_position_embeddings=64)  # fmt: skip
-    transformers.LlamaForCausalLM(llama).save_pretrained(tmp_path / "llama")
-    with pytest.raises(UserError, match="no QK-norm"):
-        import_hf(tmp_path / "llama", tmp_path / "work")
+    gptj = transformers.GPTJConfig(vocab_size=257, n_embd=32, n_layer=1, n_head=2, n_positions=64, rotary_dim=8)
+    transformers.GPTJForCausalLM(gptj).save_pretrained(tmp_path / "gptj")
+    with pytest.raises(UserError, match="model_type 'gptj' cannot be imported"):
+        import_hf(tmp_path / "gptj", tmp_path / "work")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no config.json"):
         import_hf(tmp_path / "empty", tmp_path / "work")
@@ -194,9 +197,15 @@ def test_cli_export_and_import(tiny_cfg, tmp_path):
     assert res.exit_code == 0, res.output
     exported = json.loads(res.stdout.strip().splitlines()[-1])
     assert exported["hf_class"] == "GPT2LMHeadModel" and exported["run_id"] == run_id
-    res = CliRunner().invoke(app, ["import", "hf", str(tmp_path / "hf"), "--name", "again", *w, "--json"])
+    res = CliRunner().invoke(app, ["import", "hf", str(tmp_path / "hf"), "--name", "again", "--context", "16", *w,
+                                   "--json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["name"] == "again"
+    short, _, _ = load_for_inference("again", tmp_path)
+    full, _, _ = load_for_inference(run_id, tmp_path)
+    assert short.cfg.block_size == 16 and short.wpe.weight.shape[0] == 16  # --context keeps the first positions
+    ids = torch.randint(0, 257, (1, 16))
+    torch.testing.assert_close(short(ids)[0], full(ids)[0], atol=1e-5, rtol=0)
     res = CliRunner().invoke(app, ["runs", *w, "--json"])
     assert "again" in res.stdout
 

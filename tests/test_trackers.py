@@ -91,7 +91,7 @@ def test_tensorboard_backfill(tiny_cfg, tmp_path):
     (folder,) = (tmp_path / "tensorboard" / "grp").iterdir()
     assert _tb_scalars(folder, "train/loss") == pytest.approx(_store_series(tmp_path, s["run_id"]))
     res = CliRunner().invoke(app, ["runs", "export", "--to", "neptune", "-w", str(tmp_path)])
-    assert isinstance(res.exception, UserError) and "'mlflow' or 'tensorboard'" in str(res.exception)
+    assert isinstance(res.exception, UserError) and "'tensorboard', 'mlflow', 'wandb'" in str(res.exception)
     assert "grp" in CliRunner().invoke(app, ["runs", "-w", str(tmp_path)]).stdout  # `runs` still lists
 
 
@@ -156,3 +156,31 @@ def test_trackers_config_is_checked_and_does_not_change_the_hash(tiny_cfg):
     with pytest.raises(UserError, match="trackers"):
         tiny_cfg(train__trackers="['neptune']")
     assert tiny_cfg(train__trackers="['mlflow']").config_hash() == tiny_cfg().config_hash()
+
+
+def test_a_report_is_attached_to_a_run_of_its_group_and_a_failure_only_warns(tmp_path, monkeypatch):
+    seen = []
+
+    class Keeps:
+        def start(self, info):
+            seen.append(("start", info.run_id, info.group))
+
+        def artifact(self, path):
+            seen.append(("artifact", path.name))
+
+        def finish(self, status, summary):
+            seen.append(("finish", status, summary))
+
+    class Breaks(Keeps):
+        def artifact(self, path):
+            raise OSError("read-only file system")
+
+    report = tmp_path / "study.html"
+    report.write_text("<html></html>")
+    monkeypatch.setattr(tr, "FACTORIES", {"mlflow": Keeps, "tensorboard": Breaks})
+    with pytest.warns(tr.TrackerWarning, match="'tensorboard' .* read-only file system"):
+        tr.attach_report(["mlflow", "tensorboard"], tmp_path, "scaling-quick", report, {"alpha": 0.3})
+    assert seen[:3] == [("start", "scaling-quick-report", "scaling-quick"), ("start", "scaling-quick-report",
+                        "scaling-quick"), ("artifact", "study.html")]  # fmt: skip
+    assert seen[-1] == ("finish", "completed", {"alpha": 0.3})
+    tr.attach_report([], tmp_path, "g", report)  # no tracker configured: nothing to do

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from scalelab.align.backbones import (
     load_hf_backbone,
 )
 from scalelab.align.objectives import OBJECTIVES, response_logprobs
+from scalelab.atomic import building_dir
 from scalelab.data import tokenizers as tk
 from scalelab.data.comparisons import truncate_left
 from scalelab.errors import UserError
@@ -206,25 +206,17 @@ class PreferenceModel(nn.Module):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``pm.json``, weights and ``tokenizer.json`` to ``path`` atomically (temp folder, rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         info = {"format": PM_FORMAT, "version": PM_VERSION, "objective": self.objective, "scoring": self.scoring,
                 "backbone": self.backbone.kind, "backbone_config": self.backbone.config_dict(),
                 "context": self.context, "meta": self.meta}  # fmt: skip
-        if isinstance(self.backbone, HFBackbone):
-            self.backbone.model.save_pretrained(str(tmp / "backbone"))
-            save_model(self.head, str(tmp / "head.safetensors"))
-        else:
-            save_model(self, str(tmp / "model.safetensors"))
-        tk.save_spec(self.tokenizer, tmp / "tokenizer.json")
-        (tmp / "pm.json").write_text(json.dumps(info, indent=1, default=str))
-        old = path.with_name(f".{path.name}.old{os.getpid()}")
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        with building_dir(path, replace=True) as tmp:
+            if isinstance(self.backbone, HFBackbone):
+                self.backbone.model.save_pretrained(str(tmp / "backbone"))
+                save_model(self.head, str(tmp / "head.safetensors"))
+            else:
+                save_model(self, str(tmp / "model.safetensors"))
+            tk.save_spec(self.tokenizer, tmp / "tokenizer.json")
+            (tmp / "pm.json").write_text(json.dumps(info, indent=1, default=str))
         return path
 
     @classmethod

@@ -43,8 +43,9 @@ def note(text: str) -> None:
 
 
 def show_progress() -> bool:
-    """Progress bars go to stderr, so they are shown whenever stderr is a terminal, with or without --json."""
-    return sys.stderr.isatty()
+    """Progress bars go to stderr, so they are shown whenever stderr is a terminal, with or without --json;
+    `TTY_COMPATIBLE=1` (rich's switch, which then draws on any stream) shows them on any stderr."""
+    return sys.stderr.isatty() or os.environ.get("TTY_COMPATIBLE") == "1"
 
 
 def print_json(obj: Any) -> None:

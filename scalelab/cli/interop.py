@@ -1,7 +1,7 @@
 """`scalelab export hf`, `scalelab import hf`: models to and from the Hugging Face format.
 
     scalelab export hf RUN_OR_CKPT OUT_DIR [--overwrite] [--json] [--workdir DIR]
-    scalelab import hf DIR [--name NAME] [--json] [--workdir DIR]
+    scalelab import hf DIR [--name NAME] [--context N] [--json] [--workdir DIR]
 
 Both check scalelab's logits against the HF model's before writing anything (needs the `hf` extra).
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from scalelab.cli.common import JsonOpt, WorkdirOpt, key_value_table, out, print_json
+from scalelab.cli.progress import count_bar, live_line
 
 export_app = typer.Typer(no_args_is_help=True, help="Export models to other formats.")
 import_app = typer.Typer(no_args_is_help=True, help="Import models from other formats as runs.")
@@ -30,10 +31,11 @@ def export_hf_cmd(
     workdir: Path = WorkdirOpt,
     json_out: bool = JsonOpt,
 ):
-    """Write a Hugging Face model folder (GPT-2 or Qwen3, safetensors, tokenizer, model card)."""
+    """Write a Hugging Face model folder (GPT-2, Llama or Qwen3, safetensors, tokenizer, model card)."""
     from scalelab.interop.hf_export import export_hf
 
-    res = export_hf(run, out_dir, workdir, overwrite=overwrite)
+    with live_line(f"export hf {run}") as phase:
+        res = export_hf(run, out_dir, workdir, overwrite=overwrite, phase=phase)
     if json_out:
         print_json(res)
         return
@@ -43,15 +45,17 @@ def export_hf_cmd(
 
 @import_app.command("hf")
 def import_hf_cmd(
-    source: str = typer.Argument(..., help="A local Hugging Face model folder (GPT-2, or Qwen3 exported by scalelab)."),
+    source: str = typer.Argument(..., help="A local Hugging Face model folder (GPT-2, Llama, Mistral, Qwen2, Qwen3)."),
     name: str | None = typer.Option(None, "--name", help="Run name (default: hf-<folder name>)."),
+    context: int | None = typer.Option(None, "--context", help="Cap the context (default: the model's)."),
     workdir: Path = WorkdirOpt,
     json_out: bool = JsonOpt,
 ):
     """Turn a Hugging Face model folder into a scalelab run (checkpoint + store record)."""
     from scalelab.interop.hf_import import import_hf
 
-    res = import_hf(source, workdir, name)
+    with live_line(f"import hf {source}") as phase:
+        res = import_hf(source, workdir, name, context, phase=phase)
     if json_out:
         print_json(res)
         return
@@ -65,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
 
 def runs_export_cmd(
-    to: str = typer.Option(..., "--to", help="'mlflow' or 'tensorboard' (local, in the work directory)."),
+    to: str = typer.Option(..., "--to", help="'mlflow', 'tensorboard' or 'wandb' (local, in the work directory)."),
     group: str | None = typer.Option(None, "--group", help="Only the runs of this sweep/study."),
     run: list[str] | None = typer.Option(None, "--run", help="Only this run (id, prefix or name; repeatable)."),
     workdir: Path = WorkdirOpt,
@@ -75,7 +79,8 @@ def runs_export_cmd(
     from scalelab.cli.common import say
     from scalelab.interop.backfill import backfill
 
-    res = backfill(workdir, to, group, run)
+    with count_bar(f"export to {to}") as update:
+        res = backfill(workdir, to, group, run, progress=update)
     if json_out:
         print_json(res)
     else:

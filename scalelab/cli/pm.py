@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from scalelab.cli.common import JsonOpt, WorkdirOpt, key_value_table, out, print_json, show_progress
+from scalelab.cli.progress import live_line
 
 pm_app = typer.Typer(no_args_is_help=True, help="Preference models: train and score.")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluations of checkpoints.")
@@ -98,10 +99,14 @@ def score_cmd(
     from scalelab.align.pm_data import load_set
     from scalelab.align.pm_train import evaluate_pm
 
-    pm = load_pm(checkpoint, workdir)
-    loaded = load_set(data, format=format, seed=seed, max_pairs=max_pairs)
-    pairs = encode_pairs(pm, loaded.comparisons)
-    ev = evaluate_pm(pm, pairs, seed=seed)
+    with live_line("pm score") as phase:
+        phase("loading the PM")
+        pm = load_pm(checkpoint, workdir)
+        phase("reading comparisons")
+        loaded = load_set(data, format=format, seed=seed, max_pairs=max_pairs)
+        phase(f"scoring {len(loaded.comparisons)} comparisons")
+        pairs = encode_pairs(pm, loaded.comparisons)
+        ev = evaluate_pm(pm, pairs, seed=seed)
     out = {**ev.summary(), "n_skipped": loaded.n_skipped, "n_truncated": pairs.counts.n_truncated,
            "n_response_truncated": pairs.counts.n_response_truncated, "objective": pm.objective,
            "scoring": pm.scoring, "checkpoint": checkpoint}  # fmt: skip
@@ -114,7 +119,9 @@ def score_cmd(
         from scalelab.align.distill_evals import pm_side_by_side
         from scalelab.prompting import load_prompt
 
-        side = pm_side_by_side(pm, loaded.comparisons, load_prompt(prompt), seed=seed)
+        with live_line("pm score --prompt") as phase:
+            phase(f"scoring {len(loaded.comparisons)} prompted comparisons")
+            side = pm_side_by_side(pm, loaded.comparisons, load_prompt(prompt), seed=seed)
         out.update({k: v for k, v in side.items() if k.endswith("_prompted") or k == "prompt"})
     _print(out, json_out, ("accuracy", "accuracy_ci", "ece", "n_test", "n_skipped", "n_truncated", "scoring",
                            *(PROMPTED_PM_KEYS if prompt is not None else ())))  # fmt: skip
@@ -134,21 +141,28 @@ def choice_cmd(
     from scalelab.evals.choice_format import load_choice_items, score_choice
 
     items = load_choice_items(data)
-    pm = load_pm(checkpoint, workdir)
-    if prompt is not None:  # unprompted and prompted side by side
-        from scalelab.align.distill_evals import choice_side_by_side
-        from scalelab.prompting import load_prompt
+    with live_line("eval choice") as phase:
+        phase("loading the model")
+        pm = load_pm(checkpoint, workdir)
+        if prompt is not None:  # unprompted and prompted side by side
+            from scalelab.align.distill_evals import choice_side_by_side
+            from scalelab.prompting import load_prompt
 
-        side = choice_side_by_side(pm, items, load_prompt(prompt)) | {"checkpoint": checkpoint}
+            phase(f"scoring {len(items)} items with and without the prompt")
+            side = choice_side_by_side(pm, items, load_prompt(prompt)) | {"checkpoint": checkpoint}
+        else:
+            phase(f"scoring {len(items)} items")
+            first = [pm.encode(item.query, item.responses[0]) for item in items]
+            second = [pm.encode(item.query, item.responses[1]) for item in items]
+            scores = pm.score_texts(first).numpy(), pm.score_texts(second).numpy()
+    if prompt is not None:
         _print(side, json_out, ("accuracy", "accuracy_prompted", "n", "n_truncated", "n_truncated_prompted", "prompt",
                                 "scoring"))  # fmt: skip
         return
-    first = [pm.encode(item.query, item.responses[0]) for item in items]
-    second = [pm.encode(item.query, item.responses[1]) for item in items]
     counts = TruncationCounts()
     for text in first + second:
         counts.add(text)
-    result = score_choice(items, pm.score_texts(first).numpy(), pm.score_texts(second).numpy())
+    result = score_choice(items, *scores)
     out = {"accuracy": result.accuracy, "n": result.n, "per_category": result.per_category,
            "n_truncated": counts.n_truncated, "scoring": pm.scoring, "checkpoint": checkpoint}  # fmt: skip
     _print(out, json_out, ("accuracy", "n", "per_category", "n_truncated", "scoring"))
@@ -172,8 +186,11 @@ def loss_cmd(
     from scalelab.prompting import load_prompt
     from scalelab.train.checkpoint import load_for_inference
 
-    lm, tokenizer, info = load_for_inference(model, workdir, "cpu")
-    res = loss_side_by_side(lm, tokenizer, data, load_prompt(prompt) if prompt else None, window=window,
-                            n_windows=windows, seed=seed, max_documents=max_documents)  # fmt: skip
+    with live_line("eval loss") as phase:
+        phase("loading the model")
+        lm, tokenizer, info = load_for_inference(model, workdir, "cpu")
+        phase(f"scoring {windows} windows" + (" with and without the prompt" if prompt else ""))
+        res = loss_side_by_side(lm, tokenizer, data, load_prompt(prompt) if prompt else None, window=window,
+                                n_windows=windows, seed=seed, max_documents=max_documents)  # fmt: skip
     res["model"] = info["path"]
     _print(res, json_out, ("loss", "loss_prompted", "delta", "window", "n_windows", "tokens", "prompt", "model"))

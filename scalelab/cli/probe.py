@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from scalelab.cli.common import JsonOpt, WorkdirOpt, fmt, out, print_json, say
+from scalelab.cli.progress import live_line
 
 probe_app = typer.Typer(no_args_is_help=True, help="Mechanism probes on checkpoints.")
 
@@ -48,16 +49,20 @@ def induction_cmd(
     from scalelab.sampling import resolve_checkpoint
     from scalelab.train.checkpoint import load_model_from_checkpoint
 
-    path = resolve_checkpoint(checkpoint, workdir)
-    model, tokenizer, step = load_model_from_checkpoint(path)
-    block = model.cfg.block_size
-    if text is not None:
-        if not text.is_file():
-            raise UserError(f"--text {text}: no such file; pass a text file of held-out data")
-        heldout = text_windows(text.read_text(errors="replace"), tokenizer, block, batch, seed)
-    else:
-        heldout = heldout_windows_for_checkpoint(path, block, batch, seed)
-    res = run_probes(model, settings_for(tokenizer, batch_size=batch, seed=seed), heldout)
+    if text is not None and not text.is_file():
+        raise UserError(f"--text {text}: no such file; pass a text file of held-out data")
+    with live_line("probe induction") as phase:
+        phase("loading the model")
+        path = resolve_checkpoint(checkpoint, workdir)
+        model, tokenizer, step = load_model_from_checkpoint(path)
+        block = model.cfg.block_size
+        phase("reading held-out text")
+        if text is not None:
+            heldout = text_windows(text.read_text(errors="replace"), tokenizer, block, batch, seed)
+        else:
+            heldout = heldout_windows_for_checkpoint(path, block, batch, seed)
+        phase("induction, copying and in-context learning probes")
+        res = run_probes(model, settings_for(tokenizer, batch_size=batch, seed=seed), heldout)
     res = {"checkpoint": str(path), "step": step, **res}
     if json_out:
         print_json(res)

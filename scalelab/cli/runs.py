@@ -58,6 +58,7 @@ def sample_cmd(
     json_out: bool = JsonOpt,
 ):
     """Sample text from a trained model (KV-cached)."""
+    from scalelab.cli.progress import live_line
     from scalelab.sampling import sample_text
 
     if prompt_file is not None:  # side by side, from the same seed
@@ -65,8 +66,12 @@ def sample_cmd(
         from scalelab.prompting import load_prompt
         from scalelab.train.checkpoint import load_for_inference
 
-        model, tokenizer, _ = load_for_inference(run, workdir, "cpu")
-        res = sample_side_by_side(model, tokenizer, prompt, load_prompt(prompt_file), tokens, temperature, top_k, seed)
+        with live_line("sample") as phase:
+            phase("loading the model")
+            model, tokenizer, _ = load_for_inference(run, workdir, "cpu")
+            phase(f"{tokens} tokens with and without the prompt")
+            res = sample_side_by_side(model, tokenizer, prompt, load_prompt(prompt_file), tokens, temperature, top_k,
+                                      seed)  # fmt: skip
         if json_out:
             print_json(res)
         else:
@@ -75,7 +80,9 @@ def sample_cmd(
                 f"{prompt}{res['sample_prompted']}")
         return
 
-    text = sample_text(run, prompt, tokens, temperature, top_k, seed, workdir)
+    with live_line("sample") as phase:
+        phase(f"{tokens} tokens")
+        text = sample_text(run, prompt, tokens, temperature, top_k, seed, workdir)
     if json_out:
         print_json({"prompt": prompt, "text": text})
     else:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scalelab.atomic import writing
 from scalelab.errors import UserError
 
 GRANULARITIES = ("document", "chunk")
@@ -388,7 +389,6 @@ def write_copy_corpus(path: str | Path, chars: int = 8_000_000, span_share: floa
     arguments; written atomically. Returns the path.
     """
     import json
-    import os
 
     from scalelab.data.sources import iter_documents
 
@@ -399,9 +399,8 @@ def write_copy_corpus(path: str | Path, chars: int = 8_000_000, span_share: floa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 77])
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     total = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with writing(path) as fh:
         for doc in iter_documents(source):
             for a in range(0, len(doc.text), piece_chars):
                 text = doc.text[a : a + piece_chars]
@@ -412,5 +411,4 @@ def write_copy_corpus(path: str | Path, chars: int = 8_000_000, span_share: floa
                 total += len(text)
             if total >= chars:
                 break
-    os.replace(tmp, path)
     return path

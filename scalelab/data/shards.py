@@ -110,11 +110,14 @@ def _make_tokenizer(cfg: DataConfig, cache_root: Path, progress: bool):
 
 
 def _progress(enabled: bool):
+    import sys
+
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(
+    return Progress(  # on stderr: stdout carries the results (--json)
         TextColumn("tokenizing"), BarColumn(), MofNCompleteColumn(), TextColumn("docs"),
-        TimeElapsedColumn(), transient=True, disable=not enabled,
+        TimeElapsedColumn(), transient=True, disable=not enabled, console=Console(file=sys.stderr),
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scalelab.atomic import write_json
 from scalelab.errors import UserError
 
 EOT_STRINGS = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
@@ -154,9 +155,7 @@ def from_spec(spec: dict):
 
 
 def save_spec(tokenizer, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(tokenizer.spec()))
-    tmp.replace(path)
+    write_json(path, tokenizer.spec())
 
 
 def load_spec(path: Path):

@@ -1,4 +1,4 @@
-"""Backfill trackers from the store: `scalelab runs export --to mlflow|tensorboard`.
+"""Backfill trackers from the store: `scalelab runs export --to mlflow|tensorboard|wandb`.
 
 Each finished run (completed, failed or interrupted) not yet in the tracker gets its config, every
 metric row of the store and its final metrics, grouped as the live trackers group them. Running it
@@ -7,10 +7,11 @@ again adds only the runs that are new since.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from scalelab.errors import UserError
-from scalelab.interop.trackers import FACTORIES, MLflowTracker, RunInfo, TensorBoardTracker
+from scalelab.interop.trackers import FACTORIES, MLflowTracker, RunInfo, TensorBoardTracker, WandbTracker
 
 FINISHED = ("completed", "failed", "interrupted")
 
@@ -18,15 +19,19 @@ FINISHED = ("completed", "failed", "interrupted")
 def _already(to: str, info: RunInfo) -> bool:
     if to == "tensorboard":
         return TensorBoardTracker.folder(info).is_dir()
+    if to == "wandb":
+        return bool(WandbTracker.folders(info))
     return MLflowTracker.find(MLflowTracker.client(info.workdir), info.group or "scalelab", info.run_id) is not None
 
 
-def backfill(workdir: str | Path, to: str, group: str | None = None, runs: list[str] | None = None) -> dict:
-    """Export finished runs of the store to tracker `to`; return {"exported": [ids], "skipped": [ids], "to"}."""
+def backfill(workdir: str | Path, to: str, group: str | None = None, runs: list[str] | None = None,
+             progress: Callable[[int, int, str], None] | None = None) -> dict:  # fmt: skip
+    """Export finished runs of the store to tracker `to`; return {"exported": [ids], "skipped": [ids], "to"}.
+    `progress(done, total, run name)` is called before each run."""
     from scalelab.store import RunStore
 
-    if to not in ("mlflow", "tensorboard"):
-        raise UserError(f"--to {to!r}: backfill exports to 'mlflow' or 'tensorboard'")
+    if to not in FACTORIES:
+        raise UserError(f"--to {to!r}: backfill exports to {', '.join(map(repr, FACTORIES))}; choose one of them")
     workdir = Path(workdir)
     store = RunStore.in_workdir(workdir, readonly=True)
     try:
@@ -38,7 +43,9 @@ def backfill(workdir: str | Path, to: str, group: str | None = None, runs: list[
                 raise UserError(f"no run {missing[0]!r} in {store.path}; see `scalelab runs`")
             rows = [r for r in rows if r["id"] in wanted]
         exported, skipped = [], []
-        for row in rows:
+        for done, row in enumerate(rows):
+            if progress is not None:
+                progress(done, len(rows), row["name"])
             info = RunInfo(row["id"], row["name"], row["grp"], row["config"], workdir)
             if row["status"] not in FINISHED or _already(to, info):
                 skipped.append(row["id"])

@@ -25,9 +25,8 @@ def _num(v) -> str:
     return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
-def model_card(arch: str, info: dict, run: dict | None, diffs: dict[str, float]) -> str:
+def model_card(hf_class: str, info: dict, run: dict | None, diffs: dict[str, float]) -> str:
     """Markdown: the architecture, the run's data, tokens, FLOPs, final losses and full config."""
-    hf_class = {"gpt2": "GPT2LMHeadModel", "qwen3": "Qwen3ForCausalLM"}[arch]
     lines = [
         "---", "library_name: transformers", "tags: [scalelab]", "---", "",
         f"# {run['name'] if run else Path(info['path']).name}", "",

@@ -6,8 +6,9 @@ work directory:
 - TensorBoard event files in `<workdir>/tensorboard/<group>/<name>-<run id>/`;
 - an MLflow SQLite tracking store `<workdir>/mlflow.db` (artifacts in `<workdir>/mlflow-artifacts/`),
   one experiment per group (sweep or study), `mlflow ui --backend-store-uri sqlite:///<workdir>/mlflow.db`;
-- W&B in offline mode in `<workdir>/wandb/` (`wandb sync` uploads it later; set WANDB_MODE=online
-  to log live), grouped by the run's group.
+- W&B in offline mode in `<workdir>/wandb/offline-run-<time>-<run id>/` (`wandb sync` uploads it
+  later; set WANDB_MODE=online to log live, WANDB_PROJECT to name the project), grouped by the run's
+  group (sweep or study).
 The SQLite run store stays the source of truth: a tracker that is not installed or raises is named
 in one warning and dropped for the rest of the run, which goes on.
 """
@@ -150,14 +151,21 @@ class MLflowTracker:
 class WandbTracker:
     name = "wandb"
 
+    @staticmethod
+    def folders(info: RunInfo) -> list[Path]:
+        """The offline run folders W&B wrote for this run (one per start: a resumed run adds one)."""
+        return sorted((info.workdir / "wandb").glob(f"offline-run-*-{info.run_id}"))
+
     def start(self, info: RunInfo) -> None:
         import wandb
 
-        folder = info.workdir / "wandb"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(mode=os.environ.get("WANDB_MODE", "offline"), dir=str(folder), project="scalelab",
-                              group=info.group, name=info.name, id=info.run_id, resume="allow", config=info.config,
-                              reinit="create_new")  # fmt: skip
+        # console off: W&B would otherwise wrap stdout/stderr, where the CLI writes its JSON and progress
+        settings = wandb.Settings(console="off", silent=True, disable_git=True, save_code=False,
+                                  x_disable_stats=True, x_save_requirements=False)  # fmt: skip
+        self.run = wandb.init(mode=os.environ.get("WANDB_MODE", "offline"), dir=str(info.workdir),
+                              project=os.environ.get("WANDB_PROJECT", "scalelab"), group=info.group,
+                              name=info.name, id=info.run_id, resume="allow", config=info.config,
+                              reinit="create_new", settings=settings)  # fmt: skip
 
     def log(self, rows: list[tuple]) -> None:
         by_step: dict[int, dict] = {}
@@ -244,3 +252,14 @@ def open_trackers(names: list[str], workdir: Path, run_id: str, name: str, confi
         except Exception:  # noqa: BLE001 -- the group only names a folder
             group = None
     return Trackers(names, RunInfo(run_id, name, group, config, Path(workdir)))
+
+
+def attach_report(names: list[str], workdir: Path, group: str, report: Path, summary: dict | None = None) -> None:
+    """Attach a sweep's or study's report (HTML or Markdown) to its trackers: one tracker run per group,
+    `<group>-report`, holding the file and the results' numbers. Never raises (as for runs)."""
+    if not names:
+        return
+    info = RunInfo(f"{group}-report", f"{group} report", group, {"report": str(report)}, Path(workdir))
+    trackers = Trackers(names, info)
+    trackers.artifact(Path(report))
+    trackers.finish("completed", summary or {})

@@ -37,6 +37,16 @@ class GPTConfig:
     mlp: str = "gelu"
     logit_softcap: float | None = None
     tie_embeddings: bool = True
+    qk_norm: bool = True
+    """modern: RMS-normalise queries and keys per head (off for Llama-family imports)."""
+    embed_norm: bool = True
+    """modern: RMS-normalise the input embedding (off for Llama-family imports)."""
+    rope_theta: float = 10000.0
+    """modern: the rotary base (Su et al. 2021; Llama 3 uses 5e5)."""
+    norm_eps: float | None = None
+    """Epsilon of every norm; None: the recipe's (1e-5 LayerNorm, 1e-6 RMSNorm)."""
+    mlp_hidden: int | None = None
+    """MLP width; None: 4 x n_embd (gelu, relu2), 8/3 x n_embd rounded up to 8 (swiglu)."""
 
     @property
     def head_dim(self) -> int:
@@ -49,17 +59,18 @@ class GPTConfig:
 class Norm(nn.Module):
     """LayerNorm (gpt2) or weight-free RMSNorm (modern)."""
 
-    def __init__(self, dim: int, kind: str, bias: bool):
+    def __init__(self, dim: int, kind: str, bias: bool, eps: float | None = None):
         super().__init__()
         self.kind = kind
+        self.eps = eps or (1e-5 if kind == "layernorm" else 1e-6)
         if kind == "layernorm":
             self.weight = nn.Parameter(torch.ones(dim))
             self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "layernorm":
-            return F.layer_norm(x, (x.size(-1),), self.weight, self.bias, 1e-5)
-        return F.rms_norm(x, (x.size(-1),), eps=1e-6)
+            return F.layer_norm(x, (x.size(-1),), self.weight, self.bias, self.eps)
+        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
 
 
 def rotary_tables(head_dim: int, length: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,9 +141,9 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, H, D).transpose(1, 2)
         v = v.view(B, T, H, D).transpose(1, 2)
-        if self.cfg.recipe == "modern":
-            q = F.rms_norm(q, (D,), eps=1e-6)  # QK-norm
-            k = F.rms_norm(k, (D,), eps=1e-6)
+        if self.cfg.recipe == "modern" and self.cfg.qk_norm:
+            q = F.rms_norm(q, (D,), eps=self.cfg.norm_eps or 1e-6)  # QK-norm
+            k = F.rms_norm(k, (D,), eps=self.cfg.norm_eps or 1e-6)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         past = cache.pos if cache is not None else 0
@@ -169,9 +180,9 @@ class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.kind = cfg.mlp
-        hidden = 4 * cfg.n_embd
+        hidden = cfg.mlp_hidden or 4 * cfg.n_embd
         if cfg.mlp == "swiglu":  # same parameter count as a 4x MLP
-            hidden = int(8 * cfg.n_embd / 3 + 7) // 8 * 8
+            hidden = cfg.mlp_hidden or int(8 * cfg.n_embd / 3 + 7) // 8 * 8
             self.c_gate = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
@@ -192,9 +203,9 @@ class Block(nn.Module):
     def __init__(self, cfg: GPTConfig, layer: int):
         super().__init__()
         norm = "layernorm" if cfg.recipe == "gpt2" else "rms"
-        self.ln_1 = Norm(cfg.n_embd, norm, cfg.bias)
+        self.ln_1 = Norm(cfg.n_embd, norm, cfg.bias, cfg.norm_eps)
         self.attn = CausalSelfAttention(cfg, layer)
-        self.ln_2 = Norm(cfg.n_embd, norm, cfg.bias)
+        self.ln_2 = Norm(cfg.n_embd, norm, cfg.bias, cfg.norm_eps)
         self.mlp = MLP(cfg)
         self.hook_resid_pre = HookPoint()  # (B, T, C)
         self.hook_attn_out = HookPoint()
@@ -216,14 +227,14 @@ class GPT(HookedMixin, nn.Module):
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.recipe == "gpt2" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.ln_f = Norm(cfg.n_embd, "layernorm" if cfg.recipe == "gpt2" else "rms", cfg.bias)
+        self.ln_f = Norm(cfg.n_embd, "layernorm" if cfg.recipe == "gpt2" else "rms", cfg.bias, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.hook_embed = HookPoint()  # (B, T, C)
         self.hook_final = HookPoint()  # (B, T, C) after the final norm
         if cfg.recipe == "modern":
-            cos, sin = rotary_tables(cfg.head_dim, cfg.block_size)
+            cos, sin = rotary_tables(cfg.head_dim, cfg.block_size, cfg.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()
@@ -287,7 +298,7 @@ class GPT(HookedMixin, nn.Module):
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(past, past + T, device=idx.device) if positions is None else positions)
         else:
-            x = F.rms_norm(x, (x.size(-1),), eps=1e-6)
+            x = F.rms_norm(x, (x.size(-1),), eps=self.cfg.norm_eps or 1e-6) if self.cfg.embed_norm else x
             rope = (self.rope_cos[past : past + T], self.rope_sin[past : past + T])
             if positions is not None:  # per-row angles, (B, 1, T, D / 2): broadcast over heads
                 rope = (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])

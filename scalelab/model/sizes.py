@@ -67,6 +67,10 @@ def resolve(cfg: ModelConfig, vocab_size: int) -> GPTConfig:
         raise UserError(f"model.vocab_size={vocab} is smaller than the tokenizer's {vocab_size}; raise or unset it")
     if modern and (n_embd // n_head) % 2:
         raise UserError(f"rotary positions need an even head dimension; n_embd/n_head = {n_embd // n_head}")
+    modern_only = [k for k in ("qk_norm", "embed_norm", "rope_theta") if getattr(cfg, k) is not None]
+    if modern_only and not modern:
+        raise UserError(f"model.{modern_only[0]} applies to the modern recipe only; unset it or set "
+                        "model.recipe='modern'")  # fmt: skip
     return GPTConfig(
         recipe=cfg.recipe,
         n_layer=n_layer,
@@ -79,6 +83,11 @@ def resolve(cfg: ModelConfig, vocab_size: int) -> GPTConfig:
         mlp=cfg.mlp or ("relu2" if modern else "gelu"),
         logit_softcap=cfg.logit_softcap,
         tie_embeddings=(not modern) if cfg.tie_embeddings is None else cfg.tie_embeddings,
+        qk_norm=cfg.qk_norm is not False,
+        embed_norm=cfg.embed_norm is not False,
+        rope_theta=cfg.rope_theta or 10000.0,
+        norm_eps=cfg.norm_eps,
+        mlp_hidden=cfg.mlp_hidden,
     )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import random
 import shutil
@@ -29,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from scalelab.atomic import write_text
+from scalelab.atomic import building_dir, write_text
 from scalelab.data import tokenizers as tk
 from scalelab.errors import UserError
 from scalelab.model.gpt import GPT, GPTConfig
@@ -149,20 +148,15 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: GPT, tokenizer, state: dic
     """Write model + state for `step`, verify it, point `latest` at it; keep the newest `keep` checkpoints."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step_{step:08d}"
-    tmp = ckpt_dir / f".step_{step:08d}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    save_state(state, tmp / "state.pt")
-    (tmp / "model.json").write_text(json.dumps(model.cfg.to_dict()))
-    tk.save_spec(tokenizer, tmp / "tokenizer.json")
-    write_manifest(tmp, {"step": step, "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}})
-    problem = verify_checkpoint(tmp)  # read back from disk before the previous checkpoint may go
-    if problem is not None:
-        raise OSError(f"the checkpoint just written in {tmp} does not verify ({problem}); the previous one is kept")
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with building_dir(final, replace=True) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        save_state(state, tmp / "state.pt")
+        (tmp / "model.json").write_text(json.dumps(model.cfg.to_dict()))
+        tk.save_spec(tokenizer, tmp / "tokenizer.json")
+        write_manifest(tmp, {"step": step, "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}})
+        problem = verify_checkpoint(tmp)  # read back from disk before the previous checkpoint may go
+        if problem is not None:
+            raise OSError(f"the checkpoint just written in {tmp} does not verify ({problem}); the previous one is kept")
     write_text(ckpt_dir / "latest", final.name)
     old = sorted(p for p in ckpt_dir.glob("step_*") if p.is_dir() and p != final)
     for p in old[: max(0, len(old) - (keep - 1))]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from scalelab.config import _Strict
+from scalelab.studies.resources import Resources
 
 
-class Config(_Strict):
+class Config(Resources):
     """What the study runs (presets: quick.toml, full.toml beside this file)."""
 
     name: str = "assistant-quick"
@@ -56,7 +56,3 @@ class Config(_Strict):
     """Prompts per OOD set (in-fit, in-test, out-test each about n/2 .. n)."""
     ood_benchmark: str = "near"
     """'near' or 'far' (scalelab.data.ood_sets.benchmark)."""
-    seed: int = 0
-    threads: int | None = Field(None, ge=1)
-    workers: int = Field(1, ge=1)
-    device: str = "auto"

@@ -6,13 +6,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from scalelab.config import _Strict
+from scalelab.studies.resources import Resources
 
 Objective = Literal["ranked", "binary", "imitation"]
 PMPFormat = Literal["binary", "ranked"]
 
 
-class Config(_Strict):
+class Config(Resources):
     """What the study runs (presets: quick.toml, full.toml beside this file)."""
 
     name: str = "preference-quick"
@@ -57,14 +57,6 @@ class Config(_Strict):
     """Comparisons per PM step."""
     min_steps: int = Field(16, ge=1)
     """At least this many PM steps however small the training set."""
-    seed: int = 0
-    """Seed of data building, splits, backbones and PMs."""
-    threads: int | None = Field(None, ge=1)
-    """torch threads per run (default: the executor's share of the cores)."""
-    workers: int = Field(1, ge=1)
-    """Runs trained at once (the default of --workers)."""
-    device: str = "auto"
-    """auto, cpu, cuda, cuda:1, ..."""
 
     @field_validator("efficiency_n")
     @classmethod

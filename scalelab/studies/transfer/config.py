@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from scalelab.config import _Strict
+from scalelab.studies.resources import Resources
 
 
-class Config(_Strict):
+class Config(Resources):
     """What the study runs (presets: quick.toml, full.toml beside this file)."""
 
     name: str = "transfer-quick"
@@ -47,13 +47,10 @@ class Config(_Strict):
     """Early stopping: evaluations without a new best validation loss on B (Hernandez et al. 2021)."""
     bootstrap: int = Field(1000, ge=10)
     """Case-bootstrap resamples of the D_T fit."""
-    seed: int = 0
     threads: int | None = Field(1, ge=1)
     """torch threads per run."""
     workers: int = Field(2, ge=1)
     """Runs trained at once (the default of --workers)."""
-    device: str = "auto"
-    """auto, cpu, cuda, cuda:1, ..."""
 
     @field_validator("tokenizer")
     @classmethod
