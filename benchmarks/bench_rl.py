@@ -21,7 +21,8 @@ is not counted, which favours TRL). Every side thus sees the same load; a ratio 
 step times. CPU seconds (`time.process_time` of the same steps) are reported next to them.
 `--baseline` adds a third side, the scalelab of another checkout (e.g. main before a change), so that
 a before/after comparison shares the same minutes of load. Rollout tokens/s: `sample_responses` on 16
-prompts x 64 new tokens, with and without the KV cache.
+distinct prompts x 64 new tokens, with and without the KV cache, and on 4 prompts x 4 samples (RLOO's
+layout, where each prompt is prefilled once) with it.
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ def scalelab_worker(folder: str, prompts: str, steps: int, lr: float, seed: int,
         sys.stdin.readline()
         out, t = timed(trainer.step)
         print("@@" + json.dumps(t), flush=True)
+    sys.stdin.readline()  # then, on one more go, the rollout alone
+    print("@@" + json.dumps(rollout_speed(Path(folder), a)), flush=True)
     return {"reward_last": out.get("reward"), "scalelab": str(Path(scalelab.__file__).parents[1])}
 
 
@@ -187,7 +190,9 @@ def side_by_side(folder: Path, prompts: Path, a) -> dict:
     for _ in range(a.steps):
         for name, side in sides.items():
             times[name].append(side.step())
+    rollout = {name: sides[name].step() for name in ("scalelab", "baseline") if name in sides}  # in turn, too
     res = {name: summarise(times[name]) | side.finish() for name, side in sides.items()}
+    res["rollout_tokens_per_s"] = rollout
     n = a.steps // 2  # each half of the steps on its own: a check of the noise
     for name in [x for x in ("scalelab", "baseline") if x in res and "trl" in res]:
         res[f"ratio_{name}_vs_trl"] = res[name]["samples_per_s"] / res["trl"]["samples_per_s"]
@@ -218,12 +223,12 @@ def rollout_speed(folder: Path, a) -> dict:
     model, tok, _ = load_for_inference(folder / "policy")
     ids = [[int(t) for t in tok.encode(p)] for p in builtin_prompts(16)]
     out = {}
-    for cache in (True, False):
+    for name, rows, cache in (("with_cache", ids, True), ("without_cache", ids, False),
+                              ("rloo_4x4_with_cache", [p for p in ids[:4] for _ in range(K)], True)):  # fmt: skip
         g = torch.Generator().manual_seed(0)
         t0 = time.perf_counter()
-        ro = sample_responses(model, ids, max_new_tokens=64, eot_id=tok.eot_id, generator=g, use_cache=cache)
-        wall = time.perf_counter() - t0
-        out["with_cache" if cache else "without_cache"] = int(ro.response_mask.sum()) / wall
+        ro = sample_responses(model, rows, max_new_tokens=64, eot_id=tok.eot_id, generator=g, use_cache=cache)
+        out[name] = int(ro.response_mask.sum()) / (time.perf_counter() - t0)
     out["cache_speedup"] = out["with_cache"] / out["without_cache"]
     return out
 
@@ -245,9 +250,8 @@ def main() -> None:
         _, prompts, params = build(folder, a.n_prompts)
         t0, load0 = time.time(), os.getloadavg()[0]
         res = side_by_side(folder, prompts, a)
-        rollout = rollout_speed(folder, a)
     res = {"params": params, "steps": a.steps, "batch": BATCH, "k": K, "new_tokens": NEW_TOKENS, "threads": a.threads,
-           **res, "rollout_tokens_per_s": rollout, "wall_s": time.time() - t0, "date": time.strftime("%Y-%m-%d %H:%M"),
+           **res, "wall_s": time.time() - t0, "date": time.strftime("%Y-%m-%d %H:%M"),
            "load": [load0, os.getloadavg()[0]]}  # fmt: skip
     print(json.dumps(res, indent=1))
 
