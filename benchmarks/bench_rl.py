@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 K, BATCH, NEW_TOKENS, LAMBDA_KL = 4, 16, 32, 0.001
+ROLLOUT_ROUNDS = 3  # rollout tokens/s: the median of this many measurements, the sides in turn
 
 
 def letters(prompts: list[str], completions: list[str], **_) -> list[float]:
@@ -171,8 +172,9 @@ def scalelab_worker(folder: str, prompts: str, steps: int, lr: float, seed: int,
         sys.stdin.readline()
         out, t = timed(trainer.step)
         print("@@" + json.dumps(t), flush=True)
-    sys.stdin.readline()  # then, on one more go, the rollout alone
-    print("@@" + json.dumps(rollout_speed(Path(folder), a)), flush=True)
+    for _ in range(ROLLOUT_ROUNDS):  # then, on more goes, the rollout alone
+        sys.stdin.readline()
+        print("@@" + json.dumps(rollout_speed(Path(folder), a)), flush=True)
     return {"reward_last": out.get("reward"), "scalelab": str(Path(scalelab.__file__).parents[1])}
 
 
@@ -190,7 +192,10 @@ def side_by_side(folder: Path, prompts: Path, a) -> dict:
     for _ in range(a.steps):
         for name, side in sides.items():
             times[name].append(side.step())
-    rollout = {name: sides[name].step() for name in ("scalelab", "baseline") if name in sides}  # in turn, too
+    rounds = [{name: sides[name].step() for name in ("scalelab", "baseline") if name in sides}
+              for _ in range(ROLLOUT_ROUNDS)]  # fmt: skip
+    rollout = {name: {key: statistics.median(r[name][key] for r in rounds) for key in rounds[0][name]}
+               for name in rounds[0]}  # fmt: skip
     res = {name: summarise(times[name]) | side.finish() for name, side in sides.items()}
     res["rollout_tokens_per_s"] = rollout
     n = a.steps // 2  # each half of the steps on its own: a check of the noise
