@@ -93,8 +93,9 @@ class KVCache:
 
     def __init__(self, cfg: GPTConfig, batch: int, device, dtype):
         shape = (batch, cfg.n_head, cfg.block_size, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        # never read before written (`update` returns the filled part only): no need to zero them
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.pos = 0  # tokens already in the cache
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +104,23 @@ class KVCache:
         self.v[layer][:, :, self.pos : self.pos + t] = v
         end = self.pos + t
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+def attention_mask(key_mask: torch.Tensor, past: int, T: int) -> torch.Tensor:
+    """(B, 1, T, S) bool mask of T queries at positions past.. over S = past + T keys.
+
+    A query sees the earlier real keys (`key_mask` (B, S), True on real tokens) and always itself,
+    so that no row is empty (a pad query sees only itself: its output is finite and unused).
+    """
+    S = past + T
+    if T == 1:  # one new token (a cached decoding step): every key is earlier or itself
+        allowed = key_mask.clone()
+        allowed[:, -1] = True
+        return allowed[:, None, None, :]
+    q_pos = torch.arange(past, S, device=key_mask.device)[:, None]  # (T, 1)
+    k_pos = torch.arange(S, device=key_mask.device)[None, :]  # (1, S)
+    allowed = ((k_pos <= q_pos) & key_mask[:, None, :S]) | (k_pos == q_pos)  # (B, T, S)
+    return allowed[:, None]
 
 
 class CausalSelfAttention(nn.Module):
@@ -115,7 +133,8 @@ class CausalSelfAttention(nn.Module):
         self.hook_pattern = HookPoint()  # (B, H, T, S) attention probabilities
         self.hook_z = HookPoint()  # (B, T, H, D) per-head outputs before c_proj
 
-    def forward(self, x, rope=None, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x, rope=None, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (B, 1, T, S) bool, True where a query may attend (`attention_mask`); None: plain causal."""
         B, T, C = x.shape
         H, D = self.cfg.n_head, self.cfg.head_dim
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
@@ -132,10 +151,12 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(self.layer, k, v)  # (B, H, past + T, D)
         S = k.size(2)
         if self.hook_pattern.active() or self.hook_z.active():
-            y = self._explicit_attention(q, k, v, past)
+            y = self._explicit_attention(q, k, v, past, mask)
         else:
             drop = self.cfg.dropout if self.training else 0.0
-            if past == 0:
+            if mask is not None:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+            elif past == 0:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
             else:  # queries at positions past..past+T-1 see keys 0..their own position
                 mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
@@ -144,11 +165,12 @@ class CausalSelfAttention(nn.Module):
         y = self.hook_z(y)
         return self.resid_drop(self.c_proj(y.reshape(B, T, C)))
 
-    def _explicit_attention(self, q, k, v, past: int) -> torch.Tensor:
+    def _explicit_attention(self, q, k, v, past: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Materialise the pattern so that hooks can read or replace it."""
         T, S = q.size(2), k.size(2)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
-        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=past)
+        if mask is None:
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=past)
         scores = scores.masked_fill(~mask, float("-inf"))
         pattern = self.hook_pattern(torch.softmax(scores.float(), dim=-1).to(q.dtype))
         return pattern @ v  # (B, H, T, D)
@@ -191,9 +213,9 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x, rope=None, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x, rope=None, cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), rope, cache)))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), rope, cache, mask)))
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln_2(x))))
 
 
@@ -242,8 +264,16 @@ class GPT(HookedMixin, nn.Module):
         cache: KVCache | None = None,
         reduction: str = "mean",
         return_logits: bool = True,
+        key_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """idx (B, T) token ids -> logits (B, T, V) and, given targets (B, T), the loss.
+
+        Padded batches (left padding, or rows that share a cached prefix): `key_mask` (B, past + T) bool,
+        True on real tokens of the cache and of idx, hides the pad keys from every real query;
+        `positions` (B, T) gives each new token's position (learned or rotary). Without `positions`, a
+        `key_mask` counts each row's positions from its own first real token. Both None: every row
+        starts at position 0 and attends causally (the path of training, unchanged).
 
         `reduction='none'` returns the per-token loss (B, T); targets equal to -1 are ignored.
         `return_logits=False` with targets (the training step): the mean loss by `chunked_cross_entropy`,
@@ -253,16 +283,28 @@ class GPT(HookedMixin, nn.Module):
         past = cache.pos if cache is not None else 0
         if past + T > self.cfg.block_size:
             raise ValueError(f"sequence of {past + T} tokens exceeds the context of {self.cfg.block_size}")
+        mask = None
+        if key_mask is not None:
+            if key_mask.shape != (B, past + T) or key_mask.dtype != torch.bool:
+                raise ValueError(f"key_mask must be a bool tensor of shape {(B, past + T)} (batch, cached + new "
+                                 f"tokens), got {key_mask.dtype} {tuple(key_mask.shape)}")  # fmt: skip
+            mask = attention_mask(key_mask, past, T)  # (B, 1, T, S)
+            if positions is None:  # each row counts from its own first real token
+                positions = (key_mask.long().cumsum(1) - 1).clamp(min=0)[:, past:]  # (B, T)
+        if positions is not None and positions.shape != (B, T):
+            raise ValueError(f"positions must have shape {(B, T)}, got {tuple(positions.shape)}")
         x = self.wte(idx)  # (B, T, C)
         rope = None
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(past, past + T, device=idx.device))
+            x = x + self.wpe(torch.arange(past, past + T, device=idx.device) if positions is None else positions)
         else:
             x = F.rms_norm(x, (x.size(-1),), eps=self.cfg.norm_eps or 1e-6) if self.cfg.embed_norm else x
             rope = (self.rope_cos[past : past + T], self.rope_sin[past : past + T])
+            if positions is not None:  # per-row angles, (B, 1, T, D / 2): broadcast over heads
+                rope = (self.rope_cos[positions][:, None], self.rope_sin[positions][:, None])
         x = self.hook_embed(self.drop(x))
         for block in self.blocks:
-            x = block(x, rope, cache)
+            x = block(x, rope, cache, mask)
         x = self.hook_final(self.ln_f(x))
         if cache is not None:
             cache.pos += T

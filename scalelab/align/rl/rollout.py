@@ -1,14 +1,18 @@
 """Rollouts: sample a batch of responses from the policy with the KV cache, exactly, without padding inside.
 
-Prompts of different lengths are left-padded, and two hooks make the padded batch exact (the GPT
-has no attention-mask argument): real tokens never attend to pad tokens, and with learned
-positions each row counts positions from its own first token. One prefill, then one cached
-forward per new token for the whole batch; the result equals sampling each prompt alone. A row
-stops at its first end token (kept in the response); later positions are padding. The returned
-tensors are right-padded (every row starts at position 0), so training forwards need no mask.
+Prompts of different lengths are left-padded; the GPT's key-padding mask hides the pad tokens and
+each row counts positions from its own first token (`GPT.forward(key_mask=...)`), so the batch
+equals sampling each prompt alone. Rows with the same prompt (RLOO's k samples per prompt) share
+one prefill: each distinct prompt is encoded once and its keys/values copied to its rows. Then one
+cached forward per new token serves the whole batch. A row stops at its first end token (kept in the
+response); later positions are padding. The returned tensors are right-padded (every row starts at
+position 0).
 
 The training tensors are *response-aligned*: column j of a (B, R) tensor is the j-th response token,
 `action_pos[b, j]` the position whose logits predict it. PPO, RLOO and the KL work on those.
+`policy_logprobs` computes them in one forward over the right-padded tokens, or, when rows share a
+prompt, in two: the distinct prompts once (a differentiable shared prefix), then the responses of
+every row against their prompt's keys and values. Both equal the rows' separate forwards.
 """
 
 from __future__ import annotations
@@ -45,6 +49,17 @@ class Rollout:
     logprobs: torch.Tensor
     """(B, R) log-probability of each sampled token under the tempered policy (0 on padding)."""
     temperature: float = 1.0
+    group: torch.Tensor | None = None
+    """(B,) rows with the same prompt share an id (0..P-1); None: every row its own."""
+    prompt_lens: torch.Tensor | None = None
+    """(B,) prompt length of each row; None: from `prompt_ids`."""
+
+    def __post_init__(self):
+        device = self.tokens.device
+        if self.group is None:
+            self.group = torch.as_tensor(prompt_groups(self.prompt_ids), dtype=torch.long, device=device)
+        if self.prompt_lens is None:
+            self.prompt_lens = torch.tensor([len(p) for p in self.prompt_ids], dtype=torch.long, device=device)
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
@@ -62,7 +77,8 @@ class Rollout:
     def to(self, device: torch.device | str) -> Rollout:
         return Rollout(self.prompt_ids, self.response_ids, self.ended, self.tokens.to(device),
                        self.action_pos.to(device), self.response_tokens.to(device), self.response_mask.to(device),
-                       self.logprobs.to(device), self.temperature)  # fmt: skip
+                       self.logprobs.to(device), self.temperature, self.group.to(device),
+                       self.prompt_lens.to(device))  # fmt: skip
 
     def select(self, rows: Sequence[int]) -> Rollout:
         """The rollout restricted to some rows (minibatches)."""
@@ -71,7 +87,14 @@ class Rollout:
         return Rollout([self.prompt_ids[i] for i in pick], [self.response_ids[i] for i in pick],
                        [self.ended[i] for i in pick], self.tokens[idx], self.action_pos[idx],
                        self.response_tokens[idx], self.response_mask[idx], self.logprobs[idx],
-                       self.temperature)  # fmt: skip
+                       self.temperature, torch.unique(self.group[idx], return_inverse=True)[1],
+                       self.prompt_lens[idx])  # fmt: skip
+
+
+def prompt_groups(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """Row -> id of its distinct prompt (0..P-1 in order of first appearance)."""
+    ids: dict[tuple[int, ...], int] = {}
+    return [ids.setdefault(tuple(p), len(ids)) for p in prompts]
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, gen) -> torch.Tensor:
@@ -91,39 +114,25 @@ def tempered_logprobs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.log_softmax(logits.float() / t, dim=-1)
 
 
-class _LeftPadding:
-    """Hooks that make a left-padded batch compute exactly what each row computes alone.
+class SharedPrefixCache:
+    """The KV-cache interface of `GPT.forward` (`pos`, `update`) for rows that share prompts, differentiable.
 
-    Row b has `pad[b]` pad tokens before its prompt. Two hooks (TransformerLens-style, hooks.py):
-    - ``blocks.{i}.attn.pattern``: a real query never attends to a pad key (the pattern is masked
-      and renormalised: softmax over the real keys only); pad queries see only pads, so no row of
-      the pattern is ever empty;
-    - ``embed`` (learned positions only): each row's tokens get positions counted from its own
-      first real token. Rotary positions need nothing: attention sees only position differences.
+    The first forward (the P distinct prefixes) stores each layer's keys and values; the next one
+    (B rows) sees, per row, its prefix's keys and values followed by its own: the rows' separate
+    forwards, with each shared prefix computed once. Gradients of the copies add up in the prefix.
     """
 
-    def __init__(self, model: GPT, pad: torch.Tensor, total: int):
-        self.model, self.pad = model, pad  # (B,)
-        self.past = 0  # tokens before the current forward (the cache's position)
-        pos = torch.arange(total, device=pad.device)
-        self.real = pos[None, :] >= pad[:, None]  # (B, total) True on real tokens
+    def __init__(self, group: torch.Tensor):
+        self.group = group  # (B,) row -> prefix
+        self.pos = 0
+        self.prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def pattern(self, p: torch.Tensor, name: str) -> torch.Tensor:
-        B, H, T, S = p.shape  # queries are the last T of the S positions
-        block = self.real[:, S - T : S, None] & ~self.real[:, None, :S]  # (B, T, S) real query, pad key
-        p = p.masked_fill(block[:, None], 0.0)
-        return p / p.sum(dim=-1, keepdim=True)
-
-    def embed(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        wpe = self.model.wpe
-        T = x.size(1)
-        shared = torch.arange(self.past, self.past + T, device=x.device)  # (T,) what the model added
-        own = (shared[None, :] - self.pad[:, None]).clamp(min=0)  # (B, T) each row's own positions
-        return x + wpe(own) - wpe(shared)[None]
-
-    def hooks(self) -> list:
-        found = [(lambda n: n.endswith("attn.pattern"), self.pattern)]
-        return found + ([("embed", self.embed)] if self.model.wpe is not None else [])
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos == 0:  # the prefix forward: (P, H, Lp, D)
+            self.prefix[layer] = (k, v)
+            return k, v
+        pk, pv = self.prefix[layer]
+        return torch.cat((pk[self.group], k), dim=2), torch.cat((pv[self.group], v), dim=2)  # (B, H, Lp + T, D)
 
 
 @torch.no_grad()
@@ -140,10 +149,11 @@ def sample_responses(
 ) -> Rollout:
     """Sample one response per prompt; each stops at its first `eot_id` (kept) or after max_new_tokens.
 
-    Prompts are left-padded and the pad tokens masked out by hooks (`_LeftPadding`), so one
-    prefill and `max_new_tokens` cached steps serve the whole batch, exactly as if each prompt were
-    sampled alone. The recorded log-probabilities are those of the tempered policy (top-k not
-    applied), the distribution that PPO's ratio and the KL penalty use (Ziegler et al. 2019).
+    Prompts are left-padded and the pad tokens masked out (`GPT.forward(key_mask=...)`); each
+    distinct prompt is prefilled once; then `max_new_tokens` cached steps serve the whole batch,
+    exactly as if each prompt were sampled alone. The recorded log-probabilities are those of the
+    tempered policy (top-k not applied), the distribution that PPO's ratio and the KL penalty use
+    (Ziegler et al. 2019).
     """
     prompts = [list(map(int, p)) for p in prompt_ids]
     if not prompts:
@@ -157,50 +167,65 @@ def sample_responses(
                         f"context of {block}; shorten the prompts or lower max_new_tokens")  # fmt: skip
     was_training = policy.training
     policy.eval()
-    device = next(policy.parameters()).device
+    param = next(policy.parameters())
+    device = param.device
     B, total = len(prompts), longest + max_new_tokens
+    group = prompt_groups(prompts)
+    gidx = torch.tensor(group, dtype=torch.long, device=device)  # (B,) row -> distinct prompt
+    distinct = list({g: p for g, p in zip(group, prompts)}.values())  # (P) prompts, by id
     lens = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
     pad = longest - lens  # (B,) left padding of each row
+    first = torch.zeros(len(distinct), longest, dtype=torch.long, device=device)  # (P, L) left-padded
+    for i, p in enumerate(distinct):
+        first[i, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
+    first_lens = torch.tensor([len(p) for p in distinct], device=device)  # (P,)
+    first_real = torch.arange(longest, device=device)[None, :] >= (longest - first_lens)[:, None]  # (P, L)
     buf = torch.full((B, total), PAD_ID, dtype=torch.long, device=device)  # (B, T) left-padded
-    for b, p in enumerate(prompts):
-        buf[b, longest - len(p) : longest] = torch.tensor(p, dtype=torch.long)
+    buf[:, :longest] = first[gidx]
+    real = torch.arange(total, device=device)[None, :] >= pad[:, None]  # (B, T) True from each row's first token
     logp_buf = torch.zeros(B, total, device=device)  # log-prob of the token at each position
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    ended = torch.zeros(B, dtype=torch.bool, device=device)
-    resp_len = torch.zeros(B, dtype=torch.long, device=device)
-    padding = _LeftPadding(policy, pad, total)
-    hooks = padding.hooks() if bool((pad > 0).any()) else []
-    cache = KVCache(policy.cfg, B, device, next(policy.parameters()).dtype) if use_cache else None
-    with policy.hooks(hooks):
-        if cache is not None:
-            logits, _ = policy(buf[:, :longest], cache=cache)
-        for pos in range(longest, total):
+    steps = 0  # positions sampled so far
+    with torch.inference_mode():  # less per-op overhead; the tensors it fills were made outside
+        cache = None  # one prefill per distinct prompt, its keys/values copied to the rows that share it
+        if use_cache:
+            shared = SharedPrefixCache(gidx)
+            logits, _ = policy(first, cache=shared, key_mask=first_real)  # (P, L, V)
+            cache = KVCache(policy.cfg, B, device, param.dtype)
+            for layer, (k, v) in shared.prefix.items():
+                cache.k[layer][:, :, :longest] = k[gidx]
+                cache.v[layer][:, :, :longest] = v[gidx]
+            cache.pos = longest
+            logits = logits[gidx, -1:]  # (B, 1, V)
+        for pos in range(longest, total):  # a row's tokens after its end are cut off by _assemble
             if cache is None:
-                padding.past = 0
-                logits, _ = policy(buf[:, :pos])
-            last = logits[:, -1, :]  # (B, V) predicts position pos
-            sampled = _sample(last, temperature, top_k, generator)  # (B,)
-            token = torch.where(done, PAD_ID, sampled)
+                logits, _ = policy(buf[:, :pos], key_mask=real[:, :pos])
+            logp = tempered_logprobs(logits[:, -1, :], temperature)  # (B, V) predicts position pos
+            if temperature > 0 and top_k is None:
+                token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
+            else:
+                token = _sample(logits[:, -1, :], temperature, top_k, generator)
             buf[:, pos] = token
-            lp = tempered_logprobs(last, temperature).gather(1, token[:, None]).squeeze(1)
-            logp_buf[:, pos] = torch.where(done, 0.0, lp)
-            resp_len += (~done).long()
-            ended |= ~done & (token == eot_id)
-            done |= (token == eot_id) | (resp_len >= max_new_tokens)
-            if bool(done.all()):
+            logp_buf[:, pos] = logp.gather(1, token[:, None]).squeeze(1)
+            steps += 1
+            done |= token == eot_id
+            if pos + 1 == total or bool(done.all()):
                 break
             if cache is not None:
-                padding.past = pos
-                logits, _ = policy(buf[:, pos : pos + 1], cache=cache)
+                logits, _ = policy(buf[:, pos : pos + 1], cache=cache, key_mask=real[:, : pos + 1],
+                                   positions=(pos - pad)[:, None])  # fmt: skip
+    is_end = buf[:, longest : longest + steps] == eot_id  # (B, steps)
+    ended = is_end.any(dim=1)
+    resp_len = torch.where(ended, is_end.int().argmax(dim=1) + 1, steps)  # (B,) up to the first end
     policy.train(was_training)
     # shift every row left by its padding: prompt at 0..len-1, then the response (the training layout)
     shift = (torch.arange(total, device=device)[None, :] + pad[:, None]).clamp(max=total - 1)  # (B, T)
-    return _assemble(prompts, buf.gather(1, shift), logp_buf.gather(1, shift), lens, resp_len, ended, temperature)
+    return _assemble(prompts, buf.gather(1, shift), logp_buf.gather(1, shift), lens, resp_len, ended, temperature,
+                     gidx)  # fmt: skip
 
 
-def _assemble(prompts, buf, logp_buf, lens, resp_len, ended, temperature) -> Rollout:
+def _assemble(prompts, buf, logp_buf, lens, resp_len, ended, temperature, group=None) -> Rollout:
     """Cut the lock-step buffer into the response-aligned training tensors."""
-    B = len(prompts)
     R = max(1, int(resp_len.max()))
     T = int((lens + resp_len).max())
     j = torch.arange(R, device=buf.device)[None, :]  # (1, R)
@@ -212,35 +237,56 @@ def _assemble(prompts, buf, logp_buf, lens, resp_len, ended, temperature) -> Rol
     keep = torch.arange(T, device=buf.device)[None, :] < (lens + resp_len)[:, None]
     tokens = torch.where(keep, tokens, PAD_ID)
     action_pos = (tok_pos - 1).clamp(max=T - 2 if T >= 2 else 0)
-    rl = resp_len.tolist()
-    responses = [buf[b, int(lens[b]) : int(lens[b]) + rl[b]].tolist() for b in range(B)]
+    rows = buf.tolist()
+    responses = [rows[b][n : n + r] for b, (n, r) in enumerate(zip(lens.tolist(), resp_len.tolist()))]
     return Rollout(prompts, responses, ended.tolist(), tokens, action_pos, response_tokens, mask, logprobs,
-                   temperature)  # fmt: skip
+                   temperature, group, lens)  # fmt: skip
+
+
+def _response_forward(model: GPT, rollout: Rollout) -> torch.Tensor | None:
+    """(B, R, V) logits at the action positions via the shared prompt prefixes; None where that does not pay."""
+    g, lens = rollout.group, rollout.prompt_lens
+    B, R = rollout.action_pos.shape
+    P = int(g.max()) + 1
+    first = torch.full((P,), B, device=g.device).scatter_reduce(0, g, torch.arange(B, device=g.device), "amin")
+    plen = lens[first] - 1  # (P,) the prefix is the prompt but its last token, which starts the suffix
+    Lp = int(plen.max())
+    if P == B or Lp == 0 or Lp + R > model.cfg.block_size:
+        return None
+    src = torch.arange(Lp, device=g.device)[None, :] - (Lp - plen)[:, None]  # (P, Lp) left-padded prefix
+    real = src >= 0
+    prefix = torch.where(real, rollout.tokens[first].gather(1, src.clamp(min=0)), PAD_ID)
+    cache = SharedPrefixCache(g)
+    model(prefix, cache=cache, key_mask=real)
+    suffix = rollout.tokens.gather(1, rollout.action_pos)  # (B, R) last prompt token, then the response
+    key_mask = torch.cat((real[g], torch.ones(B, R, dtype=torch.bool, device=g.device)), dim=1)  # (B, Lp + R)
+    logits, _ = model(suffix, cache=cache, key_mask=key_mask, positions=rollout.action_pos)
+    return logits
 
 
 def policy_logprobs(model: GPT, rollout: Rollout, temperature: float | None = None,
                     hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """(logp (B, R), entropy (B, R), final hidden states at action positions (B, R, C) or None).
 
-    One full forward over the right-padded tokens: causal attention makes it exact on real
-    positions, whatever follows them.
+    Rows that share a prompt: the distinct prompts once, then every row's response against its
+    prompt's cached keys/values (`SharedPrefixCache`). Otherwise one full forward over the
+    right-padded tokens: causal attention makes it exact on real positions, whatever follows them.
     """
     t = rollout.temperature if temperature is None else temperature
-    captured: dict[str, torch.Tensor] = {}
-    if hidden:
-        with model.hooks([("final", lambda x, name: captured.__setitem__("h", x))]):
+    captured: list[torch.Tensor] = []
+    with model.hooks([("final", lambda x, name: captured.append(x))] if hidden else []):
+        picked = _response_forward(model, rollout)  # (B, R, V)
+        shared = picked is not None
+        if not shared:
             logits, _ = model(rollout.tokens)  # (B, T, V)
-    else:
-        logits, _ = model(rollout.tokens)
-    idx = rollout.action_pos  # (B, R)
-    picked = logits.gather(1, idx[:, :, None].expand(-1, -1, logits.size(-1)))  # (B, R, V)
+            picked = logits.gather(1, rollout.action_pos[:, :, None].expand(-1, -1, logits.size(-1)))
     logp_all = tempered_logprobs(picked, t)
     logp = logp_all.gather(2, rollout.response_tokens[:, :, None]).squeeze(2)  # (B, R)
     entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, R)
     h = None
     if hidden:
-        hs = captured["h"]  # (B, T, C)
-        h = hs.gather(1, idx[:, :, None].expand(-1, -1, hs.size(-1)))  # (B, R, C)
+        hs = captured[-1]  # the last forward's final hidden states: (B, R, C) shared, else (B, T, C)
+        h = hs if shared else hs.gather(1, rollout.action_pos[:, :, None].expand(-1, -1, hs.size(-1)))
     return logp, entropy, h
 
 

@@ -73,8 +73,9 @@ class RLTrainer:
         return text_scores(self.m.gold, texts, rollout.decode(self.m.tokenizer)).to(self.device)
 
     def _ref_logp(self, rollout: Rollout) -> torch.Tensor:
-        with torch.no_grad():
-            return policy_logprobs(self.m.reference, rollout)[0]
+        with torch.inference_mode():  # the frozen reference: no autograd bookkeeping at all
+            logp = policy_logprobs(self.m.reference, rollout)[0]
+        return logp.clone()  # a normal tensor again, usable next to autograd
 
     # ------------------------------------------------------------------ one step
     def _prompt_batch(self, n: int) -> list[int]:
