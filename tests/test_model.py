@@ -112,7 +112,7 @@ def test_hook_intervention_changes_output():
 
 
 @pytest.mark.parametrize("cfg", [REF, _modern()])
-def test_kv_cache_matches_recompute(cfg):
+def test_kv_cache_matches_recompute(cfg, one_torch_thread):
     m = _perturbed(cfg, seed=1)
     x = torch.randint(0, cfg.vocab_size, (2, 4))
     a = generate(m, x, cfg.block_size + 5, temperature=0)  # runs past the context: sliding window
