@@ -174,7 +174,7 @@ def test_generic_jsonl_with_margin_source_and_extra_keys(tmp_path):
                     "topic": "x"}),
         json.dumps({"prompt": "", "chosen": "A", "rejected": "B"}),
         json.dumps({"prompt": "P", "chosen": "A", "rejected": "B", "margin": -2}),
-        json.dumps({"prompt": "P", "chosen": " ", "rejected": "B"}),
+        json.dumps({"prompt": "P", "chosen": "", "rejected": "B"}),
         json.dumps({"prompt": "P", "chosen": "A", "rejected": "B", "margin": "big"}),
     ]
     comparisons, report = load_comparisons(_write_jsonl(tmp_path / "g.jsonl", lines))
@@ -183,6 +183,12 @@ def test_generic_jsonl_with_margin_source_and_extra_keys(tmp_path):
     assert (comparisons[1].prompt, comparisons[1].margin, comparisons[1].source) == ("", None, "g.jsonl")
     assert [line for line, _ in report.skipped] == [3, 4, 5]
     assert "reversed" in report.skipped[0][1] and "empty 'chosen'" in report.skipped[1][1]
+
+
+def test_generic_keeps_a_response_of_blanks(tmp_path):
+    line = json.dumps({"prompt": "P", "chosen": "A", "rejected": "   "})
+    comparisons, report = load_comparisons(_write_jsonl(tmp_path / "g.jsonl", [line]))
+    assert comparisons[0].rejected == "   " and not report.skipped
 
 
 def test_generic_csv_with_quoted_newlines_and_line_numbers(tmp_path):

@@ -101,7 +101,9 @@ def test_noiseless_labeller_prefers_the_higher_gold_score_and_drops_ties_and_dup
     kept, stats = label_pairs(prompts, a, b, "balanced", temperature=0.0, drop_ties=False)
     assert stats.kept == 3  # the tie is labelled by a coin flip
     _, stats = label_pairs([HEAD] * 2, ["f(x)", "f(x)"], ["", "\n   "], "balanced", temperature=0.0)
-    assert stats.kept == 0 and stats.empty == 2
+    assert stats.empty == 1 and stats.ties == 1  # an empty response gives no comparison, a blank one is scored
+    kept, stats = label_pairs([HEAD] * 2, ["f(x)", "f(x)"], ["", "\n   "], "spacing", temperature=0.0)
+    assert stats.empty == 1 and [(c.chosen, c.rejected) for c in kept] == [("f(x)", "\n   ")]
 
 
 def test_noisy_labeller_agrees_with_gold_at_the_bradley_terry_rate_and_is_seeded():

@@ -176,7 +176,7 @@ class LabelStats:
     offered: int = 0
     kept: int = 0
     identical: int = 0  # the two responses were the same text: no comparison
-    empty: int = 0  # a response was blank (ended at once, or whitespace): comparison files need text
+    empty: int = 0  # a response was empty (ended at once): comparison files need text
     ties: int = 0  # equal gold scores, dropped (drop_ties)
     agree: int = 0  # kept pairs whose chosen response has the higher gold score
     gold_mean: float = float("nan")
@@ -195,8 +195,8 @@ def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b:
 
     P(A > B) = sigmoid((g_A - g_B) / temperature) (Bradley & Terry 1952); the label is drawn with a
     seeded generator, so the same inputs and seed give the same comparisons. Identical responses
-    give no comparison, nor does a blank response (a comparison file holds text); equal gold scores
-    are dropped (``drop_ties``) or labelled by a coin flip.
+    give no comparison, nor does an empty one (a comparison file holds text; a response of blanks is
+    kept); equal gold scores are dropped (``drop_ties``) or labelled by a coin flip.
     Each comparison's ``meta`` holds the pair's index in the input, both gold scores and P(chosen > rejected).
     """
     if not len(prompts) == len(responses_a) == len(responses_b):
@@ -213,7 +213,7 @@ def label_pairs(prompts: Sequence[str], responses_a: Sequence[str], responses_b:
         if a == b:
             stats.identical += 1
             continue
-        if not a.strip() or not b.strip():
+        if not a or not b:
             stats.empty += 1
             continue
         if x == y and drop_ties:

@@ -208,7 +208,7 @@ def _generic_row(row: Row, line_no: int, source: str) -> Comparison:
     """The comparison in a generic row; raises UserError with the reason when it gives none."""
     _require_strings(row, _REQUIRED["generic"])
     for key in ("chosen", "rejected"):
-        if not row[key].strip():
+        if not row[key]:  # a response of blanks is a response (an over-optimised policy writes them)
             raise UserError(f"empty {key!r}")
     if row["chosen"] == row["rejected"]:
         raise UserError("'chosen' equals 'rejected'")
