@@ -19,8 +19,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scalelab.feedback.comparison_api import HEX_ID, MAX_COMMENT_CHARS, ComparisonAPI, TokenCache
+from scalelab.feedback.comparison_api import HEX_ID, MAX_COMMENT_CHARS, PATH, ComparisonAPI, TokenCache
 from scalelab.feedback.db import Conflict, FeedbackDB, Labeller, NotFound, Revoked
 from scalelab.feedback.group_commit import GroupCommitter
 from scalelab.feedback.responder import Responder
@@ -66,6 +67,19 @@ class TurnIn(BaseModel):
     human: str = Field(min_length=1, max_length=MAX_HUMAN_CHARS)
 
 
+class FeedbackApp(FastAPI):
+    """FastAPI, except that `/api/comparisons`, the endpoint under load, goes straight to its plain ASGI
+    endpoint (`comparison_api`, behind its own `BodyLimit`), skipping FastAPI's middleware stack and router."""
+
+    comparisons: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.comparisons is not None and scope["type"] == "http" and scope["path"] == PATH:
+            await self.comparisons(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None = None) -> FastAPI:
     """The ASGI application; `db` and `responder` are shared by every request."""
     settings = settings or Settings()
@@ -78,11 +92,9 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
     # one writer thread: the comparisons waiting at each moment are committed together (one fsync), and each
     # request is answered after the commit that holds it, while the event loop keeps parsing the ones behind
     committer = GroupCommitter(db)
-    app = FastAPI(title="scalelab feedback", docs_url=None, redoc_url=None, openapi_url=None)
-    # POST /api/comparisons, the endpoint under load, is answered by a plain ASGI middleware (comparison_api);
-    # BodyLimit, added last, is the outer one, so its 413 holds there too
-    app.add_middleware(ComparisonAPI, committer=committer, tokens=TokenCache(db), limiter=compare_limit)
+    app = FeedbackApp(title="scalelab feedback", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.comparisons = BodyLimit(ComparisonAPI(committer, TokenCache(db), compare_limit), settings.max_body_bytes)
 
     def render(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
         nonce = new_nonce()

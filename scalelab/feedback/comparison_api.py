@@ -5,8 +5,8 @@ request is what sets the latency: a closed loop of 50 waits 50 / throughput on a
 under that load (cProfile on the event loop, `benchmarks/RESULTS_feedback.md`), FastAPI's route for
 this one endpoint spent most of the event loop's time in dependency solving, request and response
 objects and its middleware stack, and the bearer-token check ran an SQLite query per request on the
-event loop. So this endpoint sits in front of FastAPI as a pure ASGI middleware (inside `BodyLimit`,
-which still answers 413) and does only what the endpoint needs:
+event loop. So `app.FeedbackApp` sends this path straight to `ComparisonAPI`, a plain ASGI endpoint
+(behind its own `BodyLimit`, which still answers 413), which does only what the endpoint needs:
 
 - the token: `TokenCache`, a labeller per verified token hash; revocation stays exact because the
   transaction that stores the comparison checks the labeller again (`db.Revoked` -> 401, and the
@@ -16,8 +16,8 @@ which still answers 413) and does only what the endpoint needs:
 - the per-labeller rate limit (429 + Retry-After), then the group commit (`submit_async`): the
   answer goes out only after the commit that holds the comparison.
 
-Order of the answers as before: 401 (token), 422 (body), 429 (rate), 404 / 409 (store), 200 {id}.
-Every other path goes on to the FastAPI application unchanged.
+Order of the answers as before: 401 (token), 422 (body), 429 (rate), 404 / 409 (store), 200 {id};
+405 for another method.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from scalelab.feedback.db import Conflict, FeedbackDB, Labeller, NotFound, Revoked, token_hash
 from scalelab.feedback.group_commit import GroupCommitter
@@ -75,18 +75,14 @@ class TokenCache:
 
 
 class ComparisonAPI:
-    """ASGI middleware: answers `POST /api/comparisons` itself, passes everything else to `app`."""
+    """The ASGI endpoint of `/api/comparisons`."""
 
-    def __init__(self, app: ASGIApp, committer: GroupCommitter, tokens: TokenCache, limiter: RateLimiter):
-        self.app = app
+    def __init__(self, committer: GroupCommitter, tokens: TokenCache, limiter: RateLimiter):
         self.committer = committer
         self.tokens = tokens
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH:
-            await self.app(scope, receive, send)
-            return
         if scope["method"] != "POST":
             await _answer(send, 405, {"detail": "Method Not Allowed"}, [(b"allow", b"POST")])
             return

@@ -34,8 +34,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def uvicorn_config(app, host: str, port: int, **options) -> uvicorn.Config:
-    """uvicorn's configuration for the feedback app: quiet, no access log, the long keep-alive."""
-    options = {"log_level": "warning", "access_log": False, "timeout_keep_alive": KEEP_ALIVE_S, **options}
+    """uvicorn's configuration for the feedback app: quiet, no access log, no `server` header (one header
+    less for the HTTP layer to validate and send on every response, and no version shown), the long keep-alive."""
+    options = {"log_level": "warning", "access_log": False, "server_header": False,
+               "timeout_keep_alive": KEEP_ALIVE_S, **options}  # fmt: skip
     return uvicorn.Config(app, host=host, port=port, **options)
 
 
