@@ -37,10 +37,11 @@ def _serve(workdir: str, port: int, sync: str) -> None:
     from scalelab.feedback.app import Settings, create_app
     from scalelab.feedback.db import FeedbackDB
     from scalelab.feedback.responder import Responder
+    from scalelab.feedback.server import uvicorn_config
 
     db = FeedbackDB(Path(workdir) / "feedback.db", synchronous=sync)
     app = create_app(db, Responder([]), Settings(comparisons_per_minute=1e6, comparison_burst=100_000))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.Server(uvicorn_config(app, "127.0.0.1", port)).run()
 
 
 async def _open_loop(url, plan, rate: float, seed: int):

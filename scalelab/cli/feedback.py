@@ -97,6 +97,7 @@ def serve_cmd(
         import uvicorn
 
         from scalelab.feedback.app import Settings, create_app
+        from scalelab.feedback.server import uvicorn_config
     except ImportError as e:
         raise UserError(f"the feedback server needs the feedback extra ({e.name} is missing): "
                         "pip install 'scalelab[feedback]'") from None  # fmt: skip
@@ -119,7 +120,7 @@ def serve_cmd(
         note(f"warning: serving on {host}, reachable from other machines; put it behind TLS (cookies are Secure)")
     app = create_app(_db(workdir, must_exist=False), responder, settings)
     note(f"feedback server on http://{host}:{port}  models: {', '.join(responder.model_names)}  mode: {mode}")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn_config(app, host, port)).run()
 
 
 @feedback_app.command("add-labeller")

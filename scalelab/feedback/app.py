@@ -9,7 +9,6 @@ All text reaches the page through Jinja2 with autoescaping, so a `<script>` in a
 
 from __future__ import annotations
 
-import asyncio
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scalelab.feedback.db import Conflict, FeedbackDB, Labeller, NotFound
+from scalelab.feedback.comparison_api import HEX_ID, MAX_COMMENT_CHARS, PATH, ComparisonAPI, TokenCache
+from scalelab.feedback.db import Conflict, FeedbackDB, Labeller, NotFound, Revoked
 from scalelab.feedback.group_commit import GroupCommitter
 from scalelab.feedback.responder import Responder
 from scalelab.feedback.security import (
@@ -34,10 +35,8 @@ from scalelab.feedback.security import (
 )
 
 MAX_HUMAN_CHARS = 4000
-MAX_COMMENT_CHARS = 2000
 SESSION_COOKIE = "fb_session"
 LOGIN_COOKIE = "fb_login"
-HEX_ID = r"^[0-9a-f]{32}$"
 # the strength scale, left to right: (choice, strength, label); keys 1-8 pick them in this order
 SCALE = [("a", 4, "A is much better"), ("a", 3, "A is better"), ("a", 2, "A is slightly better"),
          ("a", 1, "A is marginally better"), ("b", 1, "B is marginally better"), ("b", 2, "B is slightly better"),
@@ -68,12 +67,17 @@ class TurnIn(BaseModel):
     human: str = Field(min_length=1, max_length=MAX_HUMAN_CHARS)
 
 
-class ComparisonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    turn_id: str = Field(pattern=HEX_ID)
-    choice: Literal["a", "b"]
-    strength: int = Field(ge=1, le=4, strict=True)
-    comment: str = Field("", max_length=MAX_COMMENT_CHARS)
+class FeedbackApp(FastAPI):
+    """FastAPI, except that `/api/comparisons`, the endpoint under load, goes straight to its plain ASGI
+    endpoint (`comparison_api`, behind its own `BodyLimit`), skipping FastAPI's middleware stack and router."""
+
+    comparisons: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.comparisons is not None and scope["type"] == "http" and scope["path"] == PATH:
+            await self.comparisons(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None = None) -> FastAPI:
@@ -88,8 +92,9 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
     # one writer thread: the comparisons waiting at each moment are committed together (one fsync), and each
     # request is answered after the commit that holds it, while the event loop keeps parsing the ones behind
     committer = GroupCommitter(db)
-    app = FastAPI(title="scalelab feedback", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FeedbackApp(title="scalelab feedback", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.comparisons = BodyLimit(ComparisonAPI(committer, TokenCache(db), compare_limit), settings.max_body_bytes)
 
     def render(request: Request, name: str, status: int = 200, **ctx) -> HTMLResponse:
         nonce = new_nonce()
@@ -132,25 +137,10 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
             raise HTTPException(409, str(e)) from None
         return {"conversation_id": cid, "turn_id": turn_id, "responses": list(responses)}
 
-    def refusal(e: NotFound | Conflict) -> HTTPException:
-        return HTTPException(404, "no such turn") if isinstance(e, NotFound) else HTTPException(409, str(e))
-
-    async def make_comparison(labeller: Labeller, turn_id: str, choice: str, strength: int, comment: str) -> int:
-        """Store a comparison through the group committer; returns once the commit that holds it is done."""
-        try:
-            return await asyncio.wrap_future(committer.submit((turn_id, labeller, choice, strength, comment)))
-        except (NotFound, Conflict) as e:
-            raise refusal(e) from None
-
     @app.post("/api/turns")
     def api_turns(body: TurnIn, labeller: Labeller = Depends(api_labeller)) -> dict:
         limited(turn_limit, (labeller.id, "turn"))
         return make_turn(labeller, body.conversation_id, body.human)
-
-    @app.post("/api/comparisons")
-    async def api_comparisons(body: ComparisonIn, labeller: Labeller = Depends(api_labeller)) -> dict:
-        limited(compare_limit, (labeller.id, "compare"))
-        return {"id": await make_comparison(labeller, body.turn_id, body.choice, body.strength, body.comment)}
 
     @app.get("/api/stats")
     def api_stats(labeller: Labeller = Depends(api_labeller)) -> dict:
@@ -265,8 +255,10 @@ def create_app(db: FeedbackDB, responder: Responder, settings: Settings | None =
             committer.submit((turn_id, labeller, pick[0], int(pick[1]), comment.strip())).result()
         except Conflict as e:
             return conversation_page(request, session, conversation_id, 409, str(e))
-        except NotFound as e:
-            raise refusal(e) from None
+        except NotFound:
+            raise HTTPException(404, "no such turn") from None
+        except Revoked:
+            raise HTTPException(401, "sign in first") from None
         return RedirectResponse(f"/?c={conversation_id}", status_code=303)
 
     @app.exception_handler(HTTPException)

@@ -3,10 +3,11 @@
 `<workdir>/feedback.db`, in WAL mode with ``synchronous=FULL``: a comparison is committed (and on
 disk, fsync) before its request is answered. Comparisons that arrive together are committed together
 (`add_comparisons`, driven by `group_commit.GroupCommitter`): one transaction and one fsync for the
-batch, each comparison in its own savepoint, each request answered only after that commit. Each
-thread has its own connection; writes go through one process-wide lock, so concurrent writers queue
-in order instead of polling SQLite's busy handler. Tokens and session ids are stored only as SHA-256
-hashes (they are 256-bit random strings, so a plain hash is enough: there is nothing to brute-force).
+batch, each comparison checked before anything is written (a refused one writes nothing), each
+request answered only after that commit. Each thread has its own connection; writes go through one
+process-wide lock, so concurrent writers queue in order instead of polling SQLite's busy handler.
+Tokens and session ids are stored only as SHA-256 hashes (they are 256-bit random strings, so a
+plain hash is enough: there is nothing to brute-force).
 
 A comparison row is self-contained: it repeats the labeller, models, sampling settings, the full
 context and both responses of its turn, so an export needs no join and a row means the same thing
@@ -101,6 +102,10 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """A conversation or turn that does not exist or belongs to another labeller."""
+
+
+class Revoked(Exception):
+    """The labeller's token was revoked (found when storing: a cached token is checked again there)."""
 
 
 @dataclass(frozen=True)
@@ -321,25 +326,22 @@ class FeedbackDB:
             raise result
         return result
 
-    def add_comparisons(self, items: list[ComparisonItem]) -> list[int | NotFound | Conflict]:
+    def add_comparisons(self, items: list[ComparisonItem]) -> list[int | NotFound | Conflict | Revoked]:
         """Store several comparisons in ONE transaction, a group commit: one fsync for all of them.
 
-        Each goes in its own savepoint, so one that is refused (`NotFound`, `Conflict`) is undone alone
-        and the others stand. Returns, per item, the new row id or the refusal; it returns only after
-        the commit, so a caller that answers requests from it answers each only once its comparison is
-        on disk. If the commit itself fails, it raises and nothing of the batch is stored.
+        Every check (the labeller still active, the turn theirs and not compared yet, also not earlier
+        in this batch) comes before any write, so a refused comparison writes nothing and the others
+        stand. A batch is a handful of statements, not five per comparison: the writer thread gives up
+        the GIL at every statement, and each hand-over costs the event loop that serves the requests.
+        Returns, per item, the new row id or the refusal; it returns only after the commit, so a caller
+        that answers requests from it answers each only once its comparison is on disk. If the commit
+        itself fails, it raises and nothing of the batch is stored.
         """
 
         def insert_all(conn):
-            results: list[int | NotFound | Conflict] = []
-            for item in items:
-                conn.execute("SAVEPOINT one")
-                try:
-                    results.append(_insert_comparison(conn, *item))
-                except (NotFound, Conflict) as e:
-                    conn.execute("ROLLBACK TO one")
-                    results.append(e)
-                conn.execute("RELEASE one")
+            results: list[int | NotFound | Conflict | Revoked] = []
+            for start in range(0, len(items), _CHUNK):
+                results += _insert_comparisons(conn, items[start : start + _CHUNK])
             return results
 
         return self._write(insert_all)
@@ -370,27 +372,52 @@ class FeedbackDB:
             self._local.conn = None
 
 
-def _insert_comparison(conn: sqlite3.Connection, turn_id: str, labeller: Labeller, choice: str, strength: int,
-                       comment: str) -> int:  # fmt: skip
-    """Insert one comparison row (copying its turn) and mark the turn chosen; inside the caller's transaction."""
-    row = conn.execute(
+_CHUNK = 500  # comparisons per statement: 16 parameters each, under SQLite's 32,766
+_COLUMNS = ("turn_id, conversation_id, labeller_id, labeller, created_at, mode, model_a, model_b, settings, context, "
+            "human, response_a, response_b, choice, strength, comment, shown_left")  # fmt: skip
+
+
+def _insert_comparisons(conn: sqlite3.Connection, items: list[ComparisonItem]) -> list[int | Exception]:
+    """Check, then insert the accepted comparisons (copying their turns) and mark their turns chosen;
+    inside the caller's transaction. Per item: the new row id, or `Revoked` / `NotFound` / `Conflict`."""
+    turn_ids = list({item[0] for item in items})
+    turns = {r["id"]: r for r in conn.execute(
         "SELECT t.*, c.mode, c.labeller_id FROM turns t JOIN conversations c ON c.id = t.conversation_id "
-        "WHERE t.id = ?", (turn_id,)
-    ).fetchone()  # fmt: skip
-    if row is None or row["labeller_id"] != labeller.id:
-        raise NotFound(turn_id)
-    if row["chosen"] is not None:
-        raise Conflict("this turn has been compared already")
-    cur = conn.execute(
-        "INSERT INTO comparisons (turn_id, conversation_id, labeller_id, labeller, created_at, mode, model_a, "
-        "model_b, settings, context, human, response_a, response_b, choice, strength, comment, shown_left) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'a')",
-        (turn_id, row["conversation_id"], labeller.id, labeller.name, time.time(), row["mode"], row["model_a"],
-         row["model_b"], row["settings"], row["context"], row["human"], row["response_a"], row["response_b"],
-         choice, strength, comment),
-    )  # fmt: skip
-    conn.execute("UPDATE turns SET chosen = ? WHERE id = ?", (choice, turn_id))
-    return int(cur.lastrowid or 0)
+        f"WHERE t.id IN ({','.join('?' * len(turn_ids))})", turn_ids)}  # fmt: skip
+    who = list({item[1].id for item in items})
+    marks = ",".join("?" * len(who))
+    revoked = {
+        r[0] for r in conn.execute(f"SELECT id FROM labellers WHERE revoked_at IS NOT NULL AND id IN ({marks})", who)
+    }
+    results: list[int | Exception] = []
+    rows: list[tuple] = []
+    chosen: dict[str, str] = {}
+    now = time.time()
+    for turn_id, labeller, choice, strength, comment in items:
+        t = turns.get(turn_id)
+        if labeller.id in revoked:
+            results.append(Revoked(labeller.name))
+        elif t is None or t["labeller_id"] != labeller.id:
+            results.append(NotFound(turn_id))
+        elif t["chosen"] is not None or turn_id in chosen:
+            results.append(Conflict("this turn has been compared already"))
+        else:
+            chosen[turn_id] = choice
+            rows.append((turn_id, t["conversation_id"], labeller.id, labeller.name, now, t["mode"], t["model_a"],
+                         t["model_b"], t["settings"], t["context"], t["human"], t["response_a"], t["response_b"],
+                         choice, strength, comment, "a"))  # fmt: skip
+            results.append(turn_id)  # replaced by the row id below
+    if not rows:
+        return results
+    one = "(" + ",".join("?" * len(rows[0])) + ")"
+    # RETURNING gives rows in no set order: match them back by turn id (unique in the table)
+    ids = dict(conn.execute(f"INSERT INTO comparisons ({_COLUMNS}) VALUES {','.join([one] * len(rows))} "
+                            "RETURNING turn_id, id", [v for row in rows for v in row]).fetchall())  # fmt: skip
+    for pick in ("a", "b"):
+        marked = [t for t, c in chosen.items() if c == pick]
+        if marked:
+            conn.execute(f"UPDATE turns SET chosen = ? WHERE id IN ({','.join('?' * len(marked))})", [pick, *marked])
+    return [r if isinstance(r, Exception) else int(ids[r]) for r in results]
 
 
 def _turn(r: sqlite3.Row) -> Turn:

@@ -77,7 +77,9 @@ async def run_load(base_url: str, plan: LoadPlan, timeout_s: float = 300.0, seed
     import httpx
 
     result = LoadResult()
-    limits = httpx.Limits(max_connections=len(plan.labellers), max_keepalive_connections=len(plan.labellers))
+    # an idle connection is dropped here after 5 s, long before the server's KEEP_ALIVE_S (server.py)
+    limits = httpx.Limits(max_connections=len(plan.labellers), max_keepalive_connections=len(plan.labellers),
+                          keepalive_expiry=5.0)  # fmt: skip
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60.0) as client:
         t0 = time.perf_counter()
         tasks = [_labeller(client, token, turns, result, random.Random(seed + i))
