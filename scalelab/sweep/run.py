@@ -30,6 +30,7 @@ from rich.markup import escape
 
 from scalelab.errors import UserError
 from scalelab.store import RunStore
+from scalelab.sweep import worker
 from scalelab.sweep.pool import WorkerPool
 from scalelab.sweep.progress import SweepProgress
 from scalelab.sweep.spec import PlannedRun, SweepSpec, plan
@@ -146,6 +147,7 @@ def execute(
     console = console or Console(stderr=True)
     store = RunStore.in_workdir(workdir)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    worker.forget()  # evaluations built by an earlier sweep of this process are built again
     results: dict[str, dict] = {}
     done_rows: list[dict] = []
     interrupted = False
