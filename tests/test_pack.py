@@ -48,9 +48,10 @@ name = "pack"
 [base.data]
 source = "stdlib"
 max_documents = 40
+eval_tasks = ["add1", "copy"]
 [base.model]
 recipe = "modern"
-block_size = 16
+block_size = 32
 n_layer = 1
 n_head = 1
 n_embd = 16
@@ -71,8 +72,14 @@ def _spec(tmp_path, points: str):
 
 
 def _losses(work) -> dict:
-    runs = RunStore.in_workdir(work).find_runs(group="pack")
-    return {r["name"]: (r["status"], r["final_val_loss"], r["error"]) for r in runs}
+    """{run name: (status, final val loss, error, every logged evaluation: val losses, task scores)}."""
+    store = RunStore.in_workdir(work)
+    out = {}
+    for r in store.find_runs(group="pack"):
+        sql = ("SELECT step, split, name, value FROM metrics WHERE run_id = ? AND split IN ('val', 'eval') "
+               "ORDER BY step, split, name")
+        out[r["name"]] = (r["status"], r["final_val_loss"], r["error"], store.conn.execute(sql, (r["id"],)).fetchall())
+    return out
 
 
 def _kill_when_running(work, name_part: str, done: list) -> None:
@@ -104,7 +111,9 @@ def test_packed_runs_give_the_same_numbers_and_survive_a_killed_worker(tmp_path)
     killer.join()
     packed = _losses(work)
     assert killed and res["failed"] == 1 and res["completed"] == 2
-    status, loss, error = next(v for k, v in packed.items() if "seed=2" in k)
+    status, loss, error, _ = next(v for k, v in packed.items() if "seed=2" in k)
     assert status == "failed" and "killed by SIGKILL" in error and "--retry-failed" in error
-    for name, (status, loss, _) in alone.items():
+    for name, (status, loss, _, metrics) in alone.items():
+        assert any("task_add1" in m[2] for m in metrics)  # the capability tasks were scored
         assert status == "completed" and packed[name][:2] == (status, loss)  # to the bit
+        assert packed[name][3] == metrics  # every evaluation, task scores included
