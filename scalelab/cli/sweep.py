@@ -79,13 +79,15 @@ def report_cmd(
     workdir: Path = typer.Argument(Path(DEFAULT_WORKDIR), help="The work directory holding scalelab.db."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="One sweep (default: every sweep in the store)."),
     bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap refits for the intervals."),
-    redraw: bool = typer.Option(False, "--redraw", help="Fit and draw again even if nothing changed."),
+    redraw: bool = typer.Option(False, "--redraw", help="Draw again even if nothing changed (the fits are redone "
+                                "only when the numbers they read, the options or the fitting code changed)."),
     json_out: bool = JsonOpt,
 ):
     """Fit and draw the report of each sweep in a work directory (self-contained HTML + Markdown).
 
     A report whose runs, metrics, options and code are unchanged since it was drawn is kept as it is
-    (see `scalelab.report.cache`); --redraw draws it again anyway.
+    (see `scalelab.report.cache`); --redraw draws it again anyway. The fits behind a report are kept
+    too and reused while the numbers they read, the options and the fitting code are unchanged.
     """
     from scalelab.report.cache import cached_report, content_key, remember
     from scalelab.store import RunStore
