@@ -59,11 +59,13 @@ class _Slot:
         self.recv_conn = Connection(up_r, writable=False)
         self.key: Any = None
         self.busy = False
-        self.send_conn.send(list(sys.path))  # the driver's import path (tests, editable installs)
+        with suppress(OSError):  # a process that died at start shows as EOF on its first job
+            self.send_conn.send(list(sys.path))  # the driver's import path (tests, editable installs)
 
     def submit(self, key: Any, fn: Callable, args: tuple) -> None:
         self.key, self.busy = key, True
-        self.send_conn.send((fn, args))
+        with suppress(OSError):  # died meanwhile: `receive` sees EOF and the job is reported failed
+            self.send_conn.send((fn, args))
 
     def receive(self) -> dict | None:
         """The answer of the busy job, or None when the process died first."""
