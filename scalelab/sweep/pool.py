@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 Job = tuple[Any, Callable, tuple]
@@ -45,6 +46,15 @@ def _death(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+def _child_env() -> dict:
+    """The environment with this scalelab's folder first on PYTHONPATH: the worker imports the driver's code,
+    even when the driver found it through its own sys.path (a script run from a source checkout)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
 class _Slot:
     """One worker process and the two pipe ends the driver keeps."""
 
@@ -52,7 +62,7 @@ class _Slot:
         down_r, down_w = os.pipe()  # driver -> worker
         up_r, up_w = os.pipe()  # worker -> driver
         self.proc = subprocess.Popen([sys.executable, "-m", "scalelab.sweep.pool", str(down_r), str(up_w)],
-                                     pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL)  # fmt: skip
+                                     pass_fds=(down_r, up_w), stdin=subprocess.DEVNULL, env=_child_env())  # fmt: skip
         os.close(down_r)
         os.close(up_w)
         self.send_conn = Connection(down_w, readable=False)
