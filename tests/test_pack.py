@@ -81,7 +81,7 @@ def _losses(work) -> dict:
     out = {}
     for r in store.find_runs(group="pack"):
         sql = ("SELECT step, split, name, value FROM metrics WHERE run_id = ? AND split IN ('val', 'eval') "
-               "ORDER BY step, split, name")
+               "ORDER BY step, split, name")  # fmt: skip
         out[r["name"]] = (r["status"], r["final_val_loss"], r["error"], store.conn.execute(sql, (r["id"],)).fetchall())
     return out
 

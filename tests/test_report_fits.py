@@ -47,7 +47,7 @@ def test_redraw_reuses_the_fits_and_draws_the_same_page(tmp_path, monkeypatch):
 
     monkeypatch.setattr(scaling_report, "analyze_group", no_refit)
     store = RunStore.in_workdir(tmp_path)
-    store.log_metrics(ids[0], [(6, 6000, 1.0, "train", "loss", 0.5)])  # a train metric: the report changes, not the fits
+    store.log_metrics(ids[0], [(6, 6000, 1.0, "train", "loss", 0.5)])  # the report changes, not the fits
     store.close()
     res2, path2 = scaling_report.report_sweep(tmp_path, "g", analysis)
     assert path2 == path and _page(path) == first

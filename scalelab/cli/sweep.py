@@ -80,7 +80,7 @@ def report_cmd(
     sweep: Optional[str] = typer.Option(None, "--sweep", help="One sweep (default: every sweep in the store)."),
     bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap refits for the intervals."),
     redraw: bool = typer.Option(False, "--redraw", help="Draw again even if nothing changed (the fits are redone "
-                                "only when the numbers they read, the options or the fitting code changed)."),
+                                "only when the numbers they read, the options or the fitting code changed)."),  # fmt: skip
     json_out: bool = JsonOpt,
 ):
     """Fit and draw the report of each sweep in a work directory (self-contained HTML + Markdown).
