@@ -79,8 +79,8 @@ def report_cmd(
     workdir: Path = typer.Argument(Path(DEFAULT_WORKDIR), help="The work directory holding scalelab.db."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="One sweep (default: every sweep in the store)."),
     bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap refits for the intervals."),
-    redraw: bool = typer.Option(False, "--redraw", help="Draw again even if nothing changed (the fits are redone "
-                                "only when the numbers they read, the options or the fitting code changed)."),  # fmt: skip
+    redraw: bool = typer.Option(False, "--redraw", help="Draw again even if nothing changed (fits are redone only "
+                                "when the numbers they read, the options or the code changed)."),  # fmt: skip
     json_out: bool = JsonOpt,
 ):
     """Fit and draw the report of each sweep in a work directory (self-contained HTML + Markdown).
