@@ -118,8 +118,10 @@ class WorkerPool:
         return [s.proc.pid for s in self._live if s.proc.poll() is None]
 
     def close(self) -> None:
+        """Stop every worker: an idle one at once, a busy one (told to stop by Ctrl-C or SIGTERM, checkpointing)
+        after its run ends, or after 300 s."""
         for slot in self._live:
-            slot.close()
+            slot.close(timeout=300.0 if slot.busy else 10.0)
         self._live = []
 
     def _idle_slot(self) -> _Slot | None:
