@@ -121,3 +121,32 @@ def test_packed_runs_give_the_same_numbers_and_survive_a_killed_worker(tmp_path)
         assert any("task_add1" in m[2] for m in metrics)  # the capability tasks were scored
         assert status == "completed" and packed[name][:2] == (status, loss)  # to the bit
         assert packed[name][3] == metrics  # every evaluation, task scores included
+
+
+def _sleeps_until_told(x):
+    """A job that stops on SIGTERM, as a training run does (it checkpoints, then returns)."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(True))
+    deadline = time.time() + 60
+    while not stop and time.time() < deadline:
+        time.sleep(0.05)
+    return {"status": "interrupted" if stop else "completed"}
+
+
+def test_a_driver_that_stops_on_an_error_stops_its_busy_workers():
+    def fail(*a):
+        raise TimeoutError("the driver failed")
+
+    old = signal.signal(signal.SIGALRM, fail)
+    pool = WorkerPool(1)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 2.0)  # the driver fails while the job runs
+        with pytest.raises(TimeoutError):
+            list(pool.run([(0, _sleeps_until_told, (0,))]))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert pool.pids()
+    t = time.time()
+    pool.close()  # the busy worker is told to stop (SIGTERM), and does so at once
+    assert time.time() - t < 30 and not pool.pids()

@@ -118,9 +118,12 @@ class WorkerPool:
         return [s.proc.pid for s in self._live if s.proc.poll() is None]
 
     def close(self) -> None:
-        """Stop every worker: an idle one at once, a busy one (told to stop by Ctrl-C or SIGTERM, checkpointing)
-        after its run ends, or after 300 s."""
+        """Stop every worker. A worker still busy here (the driver stopped on an error) gets a SIGTERM, so that
+        its run checkpoints and stays resumable, and up to 300 s to do it; an idle one stops at once."""
         for slot in self._live:
+            if slot.busy and slot.proc.poll() is None:
+                with suppress(OSError):
+                    os.kill(slot.proc.pid, signal.SIGTERM)
             slot.close(timeout=300.0 if slot.busy else 10.0)
         self._live = []
 
