@@ -41,6 +41,7 @@ def sweep_cmd(
     if not res["interrupted"]:
         a = spec.analysis
         fits, path = report_sweep(workdir, spec.name, Analysis(power_params=a.fit_params, bootstrap=a.bootstrap))
+        _remember_report(workdir, spec.name, path, a.bootstrap, a.fit_params)  # `scalelab report` then keeps it
         res["report"] = str(path)
         from scalelab.interop.trackers import attach_report, trackers_of
         from scalelab.sweep.spec import plan
@@ -81,13 +82,15 @@ def report_cmd(
     workdir: Path = typer.Argument(Path(DEFAULT_WORKDIR), help="The work directory holding scalelab.db."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="One sweep (default: every sweep in the store)."),
     bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap refits for the intervals."),
-    redraw: bool = typer.Option(False, "--redraw", help="Fit and draw again even if nothing changed."),
+    redraw: bool = typer.Option(False, "--redraw", help="Draw again even if nothing changed (fits are redone only "
+                                "when the numbers they read, the options or the code changed)."),  # fmt: skip
     json_out: bool = JsonOpt,
 ):
     """Fit and draw the report of each sweep in a work directory (self-contained HTML + Markdown).
 
     A report whose runs, metrics, options and code are unchanged since it was drawn is kept as it is
-    (see `scalelab.report.cache`); --redraw draws it again anyway.
+    (see `scalelab.report.cache`); --redraw draws it again anyway. The fits behind a report are kept
+    too and reused while the numbers they read, the options and the fitting code are unchanged.
     """
     from scalelab.report.cache import cached_report, content_key, remember
     from scalelab.store import RunStore
@@ -101,7 +104,7 @@ def report_cmd(
         raise UserError(f"no sweeps in {workdir}; run `scalelab sweep SPEC.toml` first")
     reports = {}
     for i, g in enumerate(groups, 1):
-        key = content_key(store, g, {"bootstrap": bootstrap}, REPORT_CODE)
+        key = content_key(store, g, _report_options(bootstrap), REPORT_CODE)
         path = None if redraw else cached_report(workdir, g, key)
         if path is not None:
             note(f"[{i}/{len(groups)}] {g}: runs and metrics unchanged since the last report; kept (--redraw redraws)")
@@ -122,6 +125,21 @@ def report_cmd(
 
 # the packages whose code draws a sweep report: an edit to one of their modules redraws every report
 REPORT_CODE = ["studies/scaling", "report", "laws"]
+
+
+def _report_options(bootstrap: int, power_params: str = "nonembed") -> dict:
+    """The options a sweep report is drawn with (part of its content key); plain values, so that checking a
+    kept report imports no config classes."""
+    return {"bootstrap": bootstrap, "power_params": power_params}
+
+
+def _remember_report(workdir: Path, group: str, path: Path, bootstrap: int, power_params: str) -> None:
+    from scalelab.report.cache import content_key, remember
+    from scalelab.store import RunStore
+
+    store = RunStore.in_workdir(workdir, readonly=True)
+    remember(path, content_key(store, group, _report_options(bootstrap, power_params), REPORT_CODE))
+    store.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,11 @@ finish time), per run the count, last step and sum of its logged metric values, 
 the size and modification time of every module of the packages that draw the page. A group with a
 run still running has no key (its curves move), so it is always redrawn. The key is kept beside the
 report (``.<stem>.key``); `cached_report` returns the report when the key matches and every file is there.
+
+The fits behind a report are kept too (``.<stem>.fits.json``, `load_results` / `save_results`), under a
+narrower key: the numbers the fits read, the analysis options and the fitting code only. A report whose
+figures or text changed (code of `report/`, a train-loss metric, a new summary) is redrawn from them
+without refitting; the laws' bootstrap refits and SciPy's import are most of a first report's time.
 """
 
 from __future__ import annotations
@@ -23,14 +28,16 @@ _COLUMNS = ("id", "status", "config_hash", "params", "params_nonembed", "flops_p
             "final_train_loss", "final_val_loss", "summary", "finished_at")  # fmt: skip
 
 
-def _code_stamp(packages: list[str]) -> list:
-    """(file, size, mtime) of every module in the given scalelab sub-packages ('laws', 'studies/scaling')."""
+def code_stamp(packages: list[str]) -> list:
+    """(file, size, mtime) of every module in the given scalelab sub-packages ('laws', 'studies/scaling') or
+    of the given modules ('studies/scaling/analyze.py')."""
     root = Path(__file__).resolve().parents[1]
     stamp = []
     for package in packages:
-        for path in sorted((root / package).glob("*.py")):
+        where = root / package
+        for path in [where] if where.suffix == ".py" else sorted(where.glob("*.py")):
             st = path.stat()
-            stamp.append([f"{package}/{path.name}", st.st_size, st.st_mtime_ns])
+            stamp.append([str(path.relative_to(root)), st.st_size, st.st_mtime_ns])
     return stamp
 
 
@@ -45,7 +52,7 @@ def content_key(store, group: str, options: dict, packages: list[str]) -> str | 
         sql = (f"SELECT run_id, COUNT(*), MAX(step), TOTAL(value) FROM metrics WHERE run_id IN "
                f"({','.join('?' * len(ids))}) GROUP BY run_id ORDER BY run_id")  # fmt: skip
         metrics = [list(row) for row in store.conn.execute(sql, ids)]
-    blob = json.dumps([runs, metrics, options, _code_stamp(packages)], sort_keys=True, default=str)
+    blob = json.dumps([runs, metrics, options, code_stamp(packages)], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -76,3 +83,27 @@ def remember(report: Path, key: str | None) -> None:
         target.unlink(missing_ok=True)
         return
     write_text(target, key + "\n")
+
+
+def _results_file(workdir: str | Path, group: str, what: str) -> Path:
+    path = report_path(workdir, group)
+    return path.with_name(f".{path.stem}.{what}.json")
+
+
+def load_results(workdir: str | Path, group: str, what: str, key: str | None) -> dict | None:
+    """Results (fits) stored for `group` under `key` by `save_results`, or None (absent, other key, unreadable)."""
+    if key is None:
+        return None
+    try:
+        saved = json.loads(_results_file(workdir, group, what).read_text())
+    except (OSError, ValueError):
+        return None
+    return saved.get("results") if isinstance(saved, dict) and saved.get("key") == key else None
+
+
+def save_results(workdir: str | Path, group: str, what: str, key: str | None, results: dict) -> None:
+    """Keep `results` (plain data, NumPy values as lists; floats round-trip exactly) for `load_results`."""
+    if key is None:
+        return
+    text = json.dumps({"key": key, "results": results}, default=lambda v: v.tolist())  # NumPy scalars and arrays
+    write_text(_results_file(workdir, group, what), text)

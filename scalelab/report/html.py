@@ -38,6 +38,13 @@ def _fig_png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _close(fig) -> None:
+    """Release a figure made with pyplot (pyplot keeps it); a bare `Figure` needs nothing, nor pyplot's import."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close(fig)
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -81,8 +88,6 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3
 
 def write_report(path: str | Path, title: str, sections: list[Section], meta: str = "") -> Path:
     """Write the HTML report (self-contained) and a Markdown twin; both atomically."""
-    import matplotlib.pyplot as plt
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig_dir = path.with_suffix("").with_name(path.stem + "_figures")
@@ -102,7 +107,7 @@ def write_report(path: str | Path, title: str, sections: list[Section], meta: st
             md.append(_md(sec.text) + "\n")
         for fig in sec.figures:
             png = _fig_png(fig)
-            plt.close(fig)
+            _close(fig)
             n += 1
             (fig_dir / f"fig{n:02d}.png").write_bytes(png)
             parts.append(f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}'/>")

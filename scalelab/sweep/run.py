@@ -7,7 +7,8 @@ For every planned run the driver looks up the store (by sweep name and config ha
 - absent: created, then trained.
 Runs go stage by stage (`PlannedRun.stage`): a stage starts once the runs of every earlier stage
 have finished, so that a later run (a preference model, a fine-tune) can use an earlier one.
-Workers (the driver itself, local processes or Ray tasks) train with `record="files"`: they write
+Workers (the driver itself, persistent local processes of `sweep.pool.WorkerPool` that train run after
+run, or Ray tasks) train with `record="files"`: they write
 metrics into the run folder and return a summary; the driver ingests both into the store. A
 failed run is recorded and the others go on. Progress: `sweep.progress.SweepProgress`.
 """
@@ -19,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -29,6 +30,8 @@ from rich.markup import escape
 
 from scalelab.errors import UserError
 from scalelab.store import RunStore
+from scalelab.sweep import worker
+from scalelab.sweep.pool import WorkerPool
 from scalelab.sweep.progress import SweepProgress
 from scalelab.sweep.spec import PlannedRun, SweepSpec, plan
 from scalelab.sweep.worker import run_worker
@@ -86,47 +89,35 @@ def _record(store: RunStore, workdir: Path, task: Task, result: dict) -> dict:
     return store.get_run(task.run_id)
 
 
-def _local(tasks: list[Task], workdir: Path, workers: int, threads: int, probes: bool) -> Iterator[tuple]:
-    """(task, result) as local runs finish: in the driver when workers == 1, else in spawned processes."""
-    if workers <= 1:
+def _local(tasks: list[Task], workdir: Path, workers: int, threads: int, probes: bool,
+           pool: WorkerPool | None) -> Iterator[tuple]:  # fmt: skip
+    """(task, result) as local runs finish: in the driver when workers == 1, else in the pool's persistent
+    worker processes, largest runs first (so that the last run to start is a short one)."""
+    if pool is None:
         for task in tasks:
             yield task, run_worker(task.planned.kind, task.planned.cfg.to_dict(), str(workdir), task.run_id, None,
                                    probes)  # fmt: skip
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futs = {pool.submit(run_worker, t.planned.kind, t.planned.cfg.to_dict(), str(workdir), t.run_id, threads,
-                            probes): t for t in tasks}  # fmt: skip
-        seen = set()
-        try:
-            with _forward_sigterm(pool):
-                for fut in as_completed(futs):
-                    seen.add(fut)
-                    yield futs[fut], fut.result()
-        except KeyboardInterrupt:  # the workers were told too: collect the runs they checkpointed and stopped
-            for fut, task in futs.items():
-                with suppress(Exception):  # a worker killed before it could answer: its run stays resumable
-                    if fut not in seen and not fut.cancelled():
-                        yield task, fut.result(timeout=300)
+    ordered = sorted(tasks, key=lambda t: -t.planned.flops)  # stable: equal runs keep the plan's order
+    jobs = [(t, run_worker, (t.planned.kind, t.planned.cfg.to_dict(), str(workdir), t.run_id, threads, probes))
+            for t in ordered]  # fmt: skip
+    with _forward_sigterm(pool):
+        yield from pool.run(jobs)
 
 
 @contextmanager
-def _forward_sigterm(pool):
+def _forward_sigterm(pool: WorkerPool):
     """A SIGTERM to the driver (a scheduler stopping the job) reaches the workers too, which checkpoint and
-    stop; the driver then stops as on Ctrl-C, after the pool has wound down, so no worker is orphaned.
+    stop; the driver then stops as on Ctrl-C, after the busy workers answered, so no worker is orphaned.
     (Ctrl-C in a terminal already reaches every process of the group.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def forward(signum, frame):
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        for pid in pool.pids():
             with suppress(OSError):
-                os.kill(proc.pid, signal.SIGTERM)
-        for fut_pending in getattr(pool, "_pending_work_items", {}).values():
-            fut_pending.future.cancel()
+                os.kill(pid, signal.SIGTERM)
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, forward)
@@ -156,13 +147,15 @@ def execute(
     console = console or Console(stderr=True)
     store = RunStore.in_workdir(workdir)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    worker.forget()  # evaluations built by an earlier sweep of this process are built again
     results: dict[str, dict] = {}
     done_rows: list[dict] = []
     interrupted = False
     t0 = time.perf_counter()
     stages = [list(g) for _, g in groupby(sorted(runs, key=lambda r: r.stage), key=lambda r: r.stage)]
     monitor = SweepProgress(workdir, len(runs), 0, sum(r.flops for r in runs), console, enabled=progress)
-    with monitor:
+    pool = WorkerPool(workers) if executor == "local" and workers > 1 else None  # one set of processes, all stages
+    with monitor, pool or nullcontext():
         for stage_runs in stages:
             tasks, done = classify(stage_runs, store, group, retry_failed)
             done_rows += [row for _, row in done]
@@ -180,7 +173,7 @@ def execute(
 
                 finished = run_ray(tasks, workdir, workers, address, gpus_per_run, threads, probes)
             else:
-                finished = _local(tasks, workdir, workers, threads, probes)
+                finished = _local(tasks, workdir, workers, threads, probes, pool)
             for task, result in finished:
                 row = _record(store, workdir, task, result)
                 results[task.run_id] = result

@@ -24,6 +24,30 @@ RUN_KINDS: dict[str, str] = {
 }
 
 
+_TASK_EVALS: dict[tuple, list] = {}
+"""Capability-task evaluations built in this process during the current sweep, by data config and context.
+A packed worker (`sweep.pool`) trains run after run of one sweep: a run with the same data and context as
+the last reuses its fixed examples (and skips the corpus fingerprint behind them, ~1.5 s for the embedded
+corpus). A task evaluation holds no state between calls, so scores are unchanged. Emptied by `forget()`
+when a sweep starts, so that data edited between two sweeps of one process is read again."""
+
+
+def forget() -> None:
+    _TASK_EVALS.clear()
+
+
+def _task_evals(cfg, workdir: str) -> list:
+    from scalelab.evals.tasks import task_evals_for
+
+    if not cfg.data.eval_tasks:
+        return []
+    key = (str(Path(workdir).resolve()), cfg.data.model_dump_json(), cfg.model.block_size)
+    if key not in _TASK_EVALS:
+        _TASK_EVALS.clear()  # one sweep's runs share their data: keep the latest only
+        _TASK_EVALS[key] = task_evals_for(cfg, Path(workdir))
+    return _TASK_EVALS[key]
+
+
 def _probe_evals(cfg, workdir: Path) -> list:
     """The mechanism probes as an evaluation callback of the training loop."""
     from scalelab.data.batches import eval_windows
@@ -39,14 +63,13 @@ def _train_lm(cfg_dict: dict, workdir: str, run_id: str, threads: int | None, pr
     import torch
 
     from scalelab.config import RunConfig
-    from scalelab.evals.tasks import task_evals_for
     from scalelab.train.loop import train
 
     if threads:
         torch.set_num_threads(threads)
     cfg = RunConfig.model_validate(cfg_dict)
     extra = _probe_evals(cfg, Path(workdir)) if probes else []
-    extra += task_evals_for(cfg, Path(workdir))  # capability tasks named in data.eval_tasks (issue 11)
+    extra += _task_evals(cfg, workdir)  # capability tasks named in data.eval_tasks (issue 11)
     return train(cfg, Path(workdir), run_id=run_id, record="files", progress=False, extra_evals=extra)
 
 

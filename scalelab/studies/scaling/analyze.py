@@ -23,8 +23,11 @@ SEEDS_NOTE = "The noise floor ({sd:.2%} of the loss) is the spread of replicate 
 
 
 def analyze(store: RunStore, config: Config) -> dict:
-    """Fits, intervals and the forecast for the study's runs (the store group `config.name`)."""
-    return analyze_group(store, config.name, config.analysis, seeds=config.seeds)
+    """Fits, intervals and the forecast for the study's runs (the store group `config.name`); kept beside its
+    report and reused while the runs, options and fitting code are unchanged (`scaling.report.analyze_cached`)."""
+    from scalelab.studies.scaling.report import analyze_cached
+
+    return analyze_cached(store, store.path.parent, config.name, config.analysis, seeds=config.seeds)
 
 
 def analyze_group(store: RunStore, group: str, analysis: Analysis, seeds: int = 1) -> dict:
