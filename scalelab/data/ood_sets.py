@@ -18,7 +18,6 @@ Code comes from the embedded corpus (`source="stdlib"`), deterministic for a see
 from __future__ import annotations
 
 import ast
-import functools
 import gzip
 import json
 import os
@@ -53,11 +52,6 @@ def hh_path() -> Path | None:
 def available() -> list[str]:
     """The benchmark names whose data is on this machine."""
     return [n for n in NAMES if n != "hh" or hh_path() is not None]
-
-
-@functools.cache
-def _stdlib_files() -> tuple[Path, ...]:
-    return tuple(stdlib_files())
 
 
 def _is_test_file(path: Path) -> bool:
@@ -135,7 +129,7 @@ def benchmark(name: str, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         raise UserError(f"unknown OOD benchmark {name!r}; choose one of {', '.join(NAMES)}")
     if n < 1:
         raise UserError(f"n={n}: an OOD benchmark needs at least one text per side")
-    files = _stdlib_files()
+    files = stdlib_files()
     library = [f for f in files if not _is_test_file(f)]
     if name == "hh":
         return hh_prompts(n, seed), _collect(library, n, seed + 1, _prose)

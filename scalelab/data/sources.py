@@ -18,6 +18,7 @@ the file, the number of replacements and the first line that had one.
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
 import hashlib
@@ -49,11 +50,13 @@ class Document:
     text: str
 
 
-def stdlib_files() -> list[Path]:
-    """The standard library's .py files, sorted, without installed third-party packages."""
+@functools.cache
+def stdlib_files() -> tuple[Path, ...]:
+    """The standard library's .py files, sorted, without installed third-party packages. Walked once per
+    process (0.3 s): a packed sweep worker trains many runs that read it."""
     root = Path(sysconfig.get_paths()["stdlib"])
     files = [p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts]
-    return sorted(files)
+    return tuple(sorted(files))
 
 
 class DataWarning(UserWarning):
