@@ -96,3 +96,33 @@ def test_trackers_of_runs_without_a_train_section():
     lm = SimpleNamespace(cfg=SimpleNamespace(train=SimpleNamespace(trackers=["mlflow"])))
     rl = SimpleNamespace(cfg=SimpleNamespace(policy="run:x"))  # an RL/gold-PM spec: no train section
     assert trackers_of([lm, rl]) == ["mlflow"] and trackers_of([rl]) == []
+
+
+def test_runs_are_planned_again_after_prepare_builds_their_inputs(toy, tmp_path, monkeypatch):
+    """A config hash stamps input files by content: the runs trained must be planned once the files exist."""
+    work = tmp_path / "w"
+    built = work / "inputs.txt"
+
+    def plan(config, workdir):
+        return _plan(config.model_copy(update={"iters": 6 if built.exists() else 7}), workdir)
+
+    def prepare(config, workdir):
+        built.parent.mkdir(parents=True, exist_ok=True)
+        built.write_text("built")
+
+    module = runner.study_module("toy")
+    patched = SimpleNamespace(**(vars(module) | {"plan": plan, "prepare": prepare}))
+    monkeypatch.setattr(runner, "study_module", lambda name: patched)
+    res = runner.run_study("toy", toy, ["sizes=['L1']"], work, progress=False)
+    assert res["completed"] == 1 and res["failed"] == 0
+    assert [r["config"]["train"]["iters"] for r in res_runs(work)] == [6]
+
+
+def res_runs(work):
+    from scalelab.store import RunStore
+
+    store = RunStore.in_workdir(work, readonly=True)
+    try:
+        return store.find_runs(group="toy", status="completed")
+    finally:
+        store.close()

@@ -105,6 +105,9 @@ def run_study(
         return head | {"dry_run": True, "runs": rows, "totals": totals}
     if hasattr(module, "prepare"):  # the data files the runs read, built once (never for a dry run)
         module.prepare(config, workdir)
+        # plan again: a run's config hash stamps its input files by content, and a later stage names the
+        # hash of the earlier run it builds on; planned before the files existed, both hashes were of paths
+        runs = module.plan(config, workdir)
     sweep = execute(runs, config.name, workdir, executor, workers or getattr(config, "workers", 1), retry_failed,
                     address, gpus_per_run, getattr(config, "probes", False), console, progress)  # fmt: skip
     counts = {k: sweep[k] for k in ("planned", "skipped", "ran", "completed", "failed", "interrupted")}
