@@ -3,15 +3,17 @@
 Issue 13 (CPU engine >= 1.5x the reference trainer): the shakespeare-char gpt2 model (4 x 4 x 128,
 context 64, batch 12, vocabulary 65) is trained for ``--steps`` steps with scalelab's own
 ``train_step`` under each variant, in rounds that alternate the variants (so that load on a shared
-machine hits them alike), and the median ms per step of each is printed. Variants:
+machine hits them alike); the p10, median and mean ms per step of each are printed. A variant is
+levers joined by '+' (e.g. ``fused+compile``):
 
 - ``base``: the engine as it is configured (eager, the optimizer of ``build_optimizers``);
-- ``foreach`` / ``fused``: AdamW with ``foreach=True`` / ``fused=True`` on the CPU;
-- ``plain_ce``: the training step through the plain cross-entropy (logits built) instead of the chunked one;
-- ``compile``: ``torch.compile`` of the model (inductor, C++ codegen); its compile time is printed apart;
+- ``foreach`` / ``fused`` / ``forloop``: AdamW with foreach / fused / per-tensor kernels on the CPU;
+- ``plain_ce``: the step through the plain cross-entropy of ``GPT.forward`` (logits built);
+- ``compile``: ``torch.compile`` of the model (inductor, C++ code); its compile time is printed apart;
 - ``bf16``: CPU autocast to bfloat16 (not the reference's precision: a lever recorded, not a comparison).
 
-    python benchmarks/bench_engine_levers.py [--steps 60] [--rounds 3] [--variants base,fused,compile]
+    python benchmarks/bench_engine_levers.py [--steps 15] [--rounds 6] [--threads 1 --clock cpu]
+        [--variants base,fused,compile]
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def main() -> None:
                 loss, _ = train_step(model, fwd, opts, sampler, tc, 1.0, ctx, dd.Dist(), device)
                 loss.item()
                 per_step[v].append((CLOCK() - t0) * 1000)
-    out = {v: {"p10_ms": float(np.percentile(ms, 10)), "median_ms": statistics.median(ms), "mean_ms": statistics.mean(ms),
+    out = {v: {"p10_ms": float(np.percentile(ms, 10)), "median_ms": statistics.median(ms),
+               "mean_ms": statistics.mean(ms),
                "tokens_per_s_median": 768 / statistics.median(ms) * 1000, "compile_s": built[v][-1]}
            for v, ms in per_step.items()}  # fmt: skip
     head = {"threads": torch.get_num_threads(), "clock": a.clock, "steps": a.steps, "rounds": a.rounds}

@@ -79,8 +79,10 @@ def _clocked(argv: list[str], clock: str, patch: str) -> list[str]:
     return [sys.executable, "-c", boot]
 
 
-def _env(threads: int | None, clock: str) -> dict:
+def _env(threads: int | None, clock: str, code: Path | None = None) -> dict:
     env = dict(os.environ)
+    if code is not None:  # another checkout's scalelab (a before/after of the engine in one invocation)
+        env["PYTHONPATH"] = str(code)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     if clock == "cpu":
@@ -107,7 +109,8 @@ def run_reference(folder: Path, iters: int, threads: int | None, clock: str, com
             "final_train_loss": float(evals[-1][1]), "wall_s": wall}  # fmt: skip
 
 
-def run_scalelab(data: Path, iters: int, threads: int | None, clock: str, compiled: bool) -> dict:
+def run_scalelab(data: Path, iters: int, threads: int | None, clock: str, compiled: bool,
+                 code: Path | None = None) -> dict:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="scalelab-vs-ref-") as work:
         args = ["scalelab", "train", "--preset", "shakespeare-char-gpt2", "--json", "--workdir", work,
                 "--set", f"data.source='{data}'", "--set", f"train.iters={iters}", "--set", f"train.ckpt_every={iters}",
@@ -115,9 +118,9 @@ def run_scalelab(data: Path, iters: int, threads: int | None, clock: str, compil
                 "--set", f"train.compile={'true' if compiled else 'false'}"]  # fmt: skip
         if threads:
             args += ["--set", f"train.threads={threads}"]
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # cwd: a folder that holds no scalelab, so that PYTHONPATH decides which runs
         proc = subprocess.run(_clocked(args, clock, "perf_counter"), capture_output=True, text=True, check=False,
-                              env=_env(threads, clock))  # fmt: skip
+                              env=_env(threads, clock, code), cwd=work)  # fmt: skip
         wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"scalelab train failed:\n{proc.stderr[-3000:]}")
@@ -140,6 +143,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every side")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     p.add_argument("--sides", default="reference,scalelab,scalelab-compiled")
+    p.add_argument("--baseline-code", type=Path, default=None,
+                   help="a checkout whose scalelab the side 'scalelab-baseline' runs (eager), e.g. main")  # fmt: skip
     a = p.parse_args()
     if not a.data.is_file():
         raise SystemExit(f"{a.data} is missing")
@@ -154,6 +159,11 @@ def main() -> None:
                 export_reference(a.nanogpt, ref_dir)
                 write_char_data(a.data.read_text(), ref_dir / "data" / "shakespeare_char")
                 out[side] = run_reference(ref_dir, a.iters, a.threads, a.clock, side == "reference-compiled")
+            elif side == "scalelab-baseline":
+                if a.baseline_code is None:
+                    raise SystemExit("the side scalelab-baseline needs --baseline-code DIR")
+                code = a.baseline_code.resolve()
+                out[side] = run_scalelab(a.data.resolve(), a.iters, a.threads, a.clock, False, code)
             else:
                 out[side] = run_scalelab(a.data.resolve(), a.iters, a.threads, a.clock, side == "scalelab-compiled")
             out[side]["load_after"] = os.getloadavg()
