@@ -9,19 +9,28 @@ github.com/karpathy/nanoGPT into a temporary folder and run there as a subproces
 written here from the same text, as its ``prepare.py`` would (that script downloads the text).
 
 Both sides: 4 layers x 4 heads x 128, context 64, batch 12, no dropout, AdamW 1e-3 cosine to 1e-4,
-warm-up 100, betas (0.9, 0.99), weight decay 0.1, clip 1.0, ``--iters`` steps (2000), CPU, torch's
-default threads, one after the other. Tokens/s: reference = 768 / the mean of its printed
-per-iteration times (``log_interval=1``; the first iteration and the ones holding an evaluation are
-left out); scalelab = `scalelab bench train`'s tokens/s (training steps only). Final val loss: each
-side's own estimate on 200 random val batches after the last step.
+warm-up 100, betas (0.9, 0.99), weight decay 0.1, clip 1.0, ``--iters`` steps (2000), CPU, one after the
+other: the reference, scalelab as configured (eager), and scalelab with ``train.compile=true`` (torch.compile,
+its compile time stated apart). Tokens/s: reference = 768 / the mean of its printed per-iteration times
+(``log_interval=1``; the first iteration and the ones holding an evaluation are left out); scalelab = the
+run's tokens / its training time (evaluation and checkpoints excluded; compiled: less the first step, which
+compiles, reported as ``compile_s``). Final val loss: each side's own estimate on 200 random val batches
+after the last step.
+
+Threads: ``--threads N`` sets ``OMP_NUM_THREADS`` for every side (default: torch's, all cores). Clock:
+``--clock cpu`` makes every side's timer read its process's CPU time (the reference's ``time.time``,
+scalelab's ``time.perf_counter``, replaced before either starts; inductor compiles in-process then), which
+load on a shared machine disturbs far less than wall time; use it with ``--threads 1``.
 
     python benchmarks/bench_engine_vs_nanogpt.py --nanogpt /path/to/nanoGPT(.git) [--iters 2000]
+        [--threads 1 --clock cpu] [--sides reference,scalelab,scalelab-compiled,reference-compiled]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import re
 import statistics
@@ -60,13 +69,35 @@ def write_char_data(text: str, folder: Path) -> None:
         pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, fh)
 
 
-def run_reference(folder: Path, iters: int) -> dict:
-    args = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
+def _clocked(argv: list[str], clock: str, patch: str) -> list[str]:
+    """`python argv...`, or with `time.<patch>` reading the process's CPU time when clock == 'cpu'."""
+    if clock == "wall":
+        return [sys.executable, *argv] if argv[0].endswith(".py") else [sys.executable, "-m", *argv]
+    boot = (f"import runpy, sys, time; time.{patch} = time.process_time; sys.argv = {argv!r}; "
+            "runpy.run_path(sys.argv[0], run_name='__main__') if sys.argv[0].endswith('.py') else "
+            "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")  # fmt: skip
+    return [sys.executable, "-c", boot]
+
+
+def _env(threads: int | None, clock: str, code: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if code is not None:  # another checkout's scalelab (a before/after of the engine in one invocation)
+        env["PYTHONPATH"] = str(code)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if clock == "cpu":
+        env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # compile in this process, so that its CPU time counts
+    return env
+
+
+def run_reference(folder: Path, iters: int, threads: int | None, clock: str, compiled: bool = False) -> dict:
+    args = ["train.py", "config/train_shakespeare_char.py", "--device=cpu", f"--compile={compiled}",
             "--eval_iters=200", f"--eval_interval={iters}", "--log_interval=1", "--block_size=64",
             "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", f"--max_iters={iters}",
             f"--lr_decay_iters={iters}", "--dropout=0.0", f"--out_dir={folder / 'out'}"]  # fmt: skip
     t0 = time.perf_counter()
-    proc = subprocess.run(args, cwd=folder, capture_output=True, text=True, check=False)
+    proc = subprocess.run(_clocked(args, clock, "time"), cwd=folder, capture_output=True, text=True, check=False,
+                          env=_env(threads, clock))  # fmt: skip
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"the reference trainer failed:\n{proc.stderr[-3000:]}")
@@ -78,17 +109,30 @@ def run_reference(folder: Path, iters: int) -> dict:
             "final_train_loss": float(evals[-1][1]), "wall_s": wall}  # fmt: skip
 
 
-def run_scalelab(data: Path, iters: int) -> dict:
-    cmd = [sys.executable, "-m", "scalelab", "bench", "train", "--preset", "shakespeare-char", "--recipe", "gpt2",
-           "--data", str(data), "--json", "--set", f"train.iters={iters}", "--set", f"train.ckpt_every={iters}",
-           "--set", "train.final_eval_batches=200", "--set", f"train.eval_every={iters}"]  # fmt: skip
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
+def run_scalelab(data: Path, iters: int, threads: int | None, clock: str, compiled: bool,
+                 code: Path | None = None) -> dict:  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="scalelab-vs-ref-") as work:
+        args = ["scalelab", "train", "--preset", "shakespeare-char-gpt2", "--json", "--workdir", work,
+                "--set", f"data.source='{data}'", "--set", f"train.iters={iters}", "--set", f"train.ckpt_every={iters}",
+                "--set", "train.final_eval_batches=200", "--set", f"train.eval_every={iters}",
+                "--set", f"train.compile={'true' if compiled else 'false'}"]  # fmt: skip
+        if threads:
+            args += ["--set", f"train.threads={threads}"]
+        t0 = time.perf_counter()  # cwd: a folder that holds no scalelab, so that PYTHONPATH decides which runs
+        proc = subprocess.run(_clocked(args, clock, "perf_counter"), capture_output=True, text=True, check=False,
+                              env=_env(threads, clock, code), cwd=work)  # fmt: skip
+        wall = time.perf_counter() - t0
     if proc.returncode:
-        raise SystemExit(f"scalelab bench train failed:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"scalelab train failed:\n{proc.stderr[-3000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {k: res.get(k) for k in ("tokens_per_s", "steady_tokens_per_s", "final_val_loss")} | {"wall_s": wall}
+    if res.get("compile_failed"):
+        raise SystemExit(f"compilation fell back to eager: {res['compile_failed']}")
+    compile_s = res.get("compile_s")
+    tokens, train_s = res["tokens"], res["train_s"]
+    if compile_s is not None:  # the first step compiles: timed apart, left out of the rate like the reference's
+        tokens, train_s = tokens - tokens // res["iters"], train_s - compile_s
+    return {"tokens_per_s": tokens / train_s, "compile_s": compile_s, "final_val_loss": res["final_val_loss"],
+            "final_train_loss": res["final_train_loss"], "train_s": res["train_s"], "wall_s": wall}  # fmt: skip
 
 
 def main() -> None:
@@ -96,19 +140,39 @@ def main() -> None:
     p.add_argument("--nanogpt", required=True, type=Path, help="a git checkout of karpathy/nanoGPT (or its .git)")
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--data", type=Path, default=TEXT)
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every side")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    p.add_argument("--sides", default="reference,scalelab,scalelab-compiled")
+    p.add_argument("--baseline-code", type=Path, default=None,
+                   help="a checkout whose scalelab the side 'scalelab-baseline' runs (eager), e.g. main")  # fmt: skip
     a = p.parse_args()
     if not a.data.is_file():
         raise SystemExit(f"{a.data} is missing")
+    sides = a.sides.split(",")
+    out: dict = {"iters": a.iters, "threads": a.threads, "clock": a.clock, "date": time.strftime("%Y-%m-%d %H:%M"),
+                 "load_before": os.getloadavg()}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        ref_dir = Path(tmp) / "ref"
-        ref_dir.mkdir()
-        export_reference(a.nanogpt, ref_dir)
-        write_char_data(a.data.read_text(), ref_dir / "data" / "shakespeare_char")
-        ref = run_reference(ref_dir, a.iters)
-        ours = run_scalelab(a.data, a.iters)
-    print(json.dumps({"iters": a.iters, "date": time.strftime("%Y-%m-%d %H:%M"), "reference": ref, "scalelab": ours,
-                      "ratio_tokens_per_s": ours["tokens_per_s"] / ref["tokens_per_s"],
-                      "val_loss_gap": ours["final_val_loss"] - ref["final_val_loss"]}, indent=1))  # fmt: skip
+        for side in sides:
+            if side.startswith("reference"):
+                ref_dir = Path(tmp) / side
+                ref_dir.mkdir()
+                export_reference(a.nanogpt, ref_dir)
+                write_char_data(a.data.read_text(), ref_dir / "data" / "shakespeare_char")
+                out[side] = run_reference(ref_dir, a.iters, a.threads, a.clock, side == "reference-compiled")
+            elif side == "scalelab-baseline":
+                if a.baseline_code is None:
+                    raise SystemExit("the side scalelab-baseline needs --baseline-code DIR")
+                code = a.baseline_code.resolve()
+                out[side] = run_scalelab(a.data.resolve(), a.iters, a.threads, a.clock, False, code)
+            else:
+                out[side] = run_scalelab(a.data.resolve(), a.iters, a.threads, a.clock, side == "scalelab-compiled")
+            out[side]["load_after"] = os.getloadavg()
+            print(json.dumps({side: out[side]}), file=sys.stderr, flush=True)
+    if "reference" in out:
+        for side in [x for x in sides if x != "reference"]:
+            out[f"ratio_{side}"] = out[side]["tokens_per_s"] / out["reference"]["tokens_per_s"]
+            out[f"val_loss_gap_{side}"] = out[side]["final_val_loss"] - out["reference"]["final_val_loss"]
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

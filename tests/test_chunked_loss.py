@@ -60,3 +60,21 @@ def test_chunked_loss_on_raw_tensors_in_double_precision():
     torch.testing.assert_close(gw, ww, rtol=0, atol=1e-12)
     with torch.no_grad():  # no gradient asked: the loss alone, the same value
         assert abs(chunked_cross_entropy(x, w, t, max_chunk_elements=50 * 6).item() - want.item()) < 1e-12
+
+
+def test_one_chunk_uses_the_plain_loss_with_the_same_value_and_gradients():
+    """Rows that fit in one chunk (a 65-character vocabulary) take torch's own loss: same numbers."""
+    torch.manual_seed(2)
+    x = torch.randn(48, 16, requires_grad=True)
+    w = torch.randn(65, 16, requires_grad=True)
+    t = torch.randint(0, 65, (48,))
+    t[::5] = -1
+    one = chunked_cross_entropy(x, w, t)
+    assert one.grad_fn is not None and "ChunkedLinearCE" not in type(one.grad_fn).__name__
+    g1 = torch.autograd.grad(one, (x, w))
+    many = chunked_cross_entropy(x, w, t, max_chunk_elements=65 * 5)  # 10 chunks, the hand-written pass
+    assert "ChunkedLinearCE" in type(many.grad_fn).__name__
+    g2 = torch.autograd.grad(many, (x, w))
+    assert abs(one.item() - many.item()) <= 1e-6
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -80,7 +80,10 @@ def chunked_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.
     ``F.cross_entropy(logits.float(), targets, ignore_index=-1)`` with its gradients (tested to 1e-6).
     """
     chunk = max(1, (max_chunk_elements or MAX_CHUNK_ELEMENTS) // weight.size(0))
-    if x.size(0) <= chunk and not torch.is_grad_enabled():
+    if x.size(0) <= chunk:
+        # one chunk holds every row (small vocabularies, e.g. 65 characters): the logits are no larger
+        # than a chunk, and torch's own loss and autograd cost less than the hand-written pass
+        # (1.4 vs 0.8 ms per step at 768 x 65 on one CPU thread) and compile into fused code
         logits, _ = _chunk_logits(x, weight, softcap)
         return F.cross_entropy(logits, targets, ignore_index=-1)
     need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)

@@ -42,7 +42,7 @@ from scalelab.train.record import FileRecorder, StoreRecorder
 from scalelab.train.resume import check_resumable, config_change
 from scalelab.train.schedule import lr_factor
 from scalelab.train.state import TrainState
-from scalelab.train.step import train_step
+from scalelab.train.step import first_compiled_step, train_step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -159,6 +159,8 @@ class _Run:
         self.stop = _StopFlag()
         self.config_history: list = []
         self.trackers = None  # opened in go(), on the main process, when train.trackers names any
+        self.compile_s: float | None = None  # wall time of the first, compiling step (`train.compile`)
+        self.compile_failed: str | None = None  # why compilation fell back to eager, if it did
 
     @contextmanager
     def owned(self):
@@ -329,8 +331,12 @@ class _Run:
 
         try:
             while state.step < iters:
-                loss, gnorm = train_step(model, fwd, opts, sampler, tc, self._lr_scale(state.step, iters), ctx, d,
-                                         device)  # fmt: skip
+                lr_scale = self._lr_scale(state.step, iters)
+                if tc.compile and self.compile_s is None:
+                    loss, gnorm, fwd, self.compile_s, self.compile_failed = first_compiled_step(
+                        model, fwd, opts, sampler, tc, lr_scale, ctx, d, device)  # fmt: skip
+                else:
+                    loss, gnorm = train_step(model, fwd, opts, sampler, tc, lr_scale, ctx, d, device)
                 state.step += 1
                 state.tokens += self._tokens_per_step()
                 is_eval, is_ckpt = evaluator.due(state.step, iters), ckpt.due(state.step, iters)
@@ -381,6 +387,7 @@ class _Run:
             "config_history": self.config_history,
             "best_step": state.best_step, "best_tokens": state.best_tokens, "early_stopped": early,
             "unique_train_tokens": self._train_tokens().size, "init_from": self.init_info,
+            "compile_s": self.compile_s, "compile_failed": self.compile_failed,
         }  # fmt: skip
         if self.d.main:
             self.recorded = True

@@ -1,4 +1,4 @@
-"""Optimizers: AdamW (fused on CUDA) and Muon for 2-D weights with AdamW for the rest.
+"""Optimizers: AdamW (fused on CUDA and CPU) and Muon for 2-D weights with AdamW for the rest.
 
 Muon (Jordan et al. 2024) replaces each 2-D weight's momentum update by its nearest
 semi-orthogonal matrix, computed with a few Newton-Schulz iterations of a quintic polynomial.
@@ -69,8 +69,13 @@ class Muon(torch.optim.Optimizer):
                     p.add_(u, alpha=-group["lr"] * scale)
 
 
+FUSED_DEVICES = ("cuda", "cpu")  # torch's fused AdamW kernels: one pass over each parameter per step
+
+
 def _adamw(groups, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    fused = device.type == "cuda"
+    """AdamW, fused where torch has the kernel (on the CPU too, where it beat foreach by ~8% of a
+    step of the 4 x 128 char model: benchmarks/RESULTS.md, Throughput), else foreach. Same update."""
+    fused = device.type in FUSED_DEVICES
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None,
                              foreach=None if fused else True)  # fmt: skip
 

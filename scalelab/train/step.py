@@ -1,7 +1,10 @@
-"""One optimizer step: gradient accumulation over micro-batches, clipping, the optimizers' update."""
+"""One optimizer step: gradient accumulation over micro-batches, clipping, the optimizers' update; and the
+first step of a compiled run, which compiles, is timed apart and falls back to eager should compilation fail."""
 
 from __future__ import annotations
 
+import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -35,3 +38,31 @@ def train_step(
     for opt in opts:
         opt.zero_grad(set_to_none=True)
     return loss_sum / tc.grad_accum, gnorm
+
+
+def first_compiled_step(
+    model: torch.nn.Module, fwd: torch.nn.Module, opts: list, sampler, tc: TrainConfig, lr_scale: float,
+    ctx: AbstractContextManager, d: dd.Dist, device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Module, float, str | None]:  # fmt: skip
+    """`train_step` through the compiled `fwd`, which compiles it; return (loss, grad norm, the forward to use
+    from now on, seconds taken: compilation plus this step, why compilation failed or None).
+
+    Should compilation fail (no C++ compiler, an op inductor cannot lower), warn and redo the step eagerly
+    from the same batch (no parameter has moved: compilation happens in the forward and backward), so that
+    the run goes on as with `train.compile` off. An error of the model itself recurs eagerly and is raised.
+    """
+    snapshot = sampler.state_dict()
+    t0 = time.perf_counter()
+    try:
+        loss, gnorm = train_step(model, fwd, opts, sampler, tc, lr_scale, ctx, d, device)
+        return loss, gnorm, fwd, time.perf_counter() - t0, None
+    except Exception as e:  # noqa: BLE001 - whatever the compiler raised
+        failure = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+    warnings.warn(f"torch.compile failed ({failure}); training without it (train.compile=false skips the attempt)",
+                  RuntimeWarning, stacklevel=2)  # fmt: skip
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
+    sampler.load_state_dict(snapshot)
+    fwd = dd.apply_ddp(model, d, device)
+    loss, gnorm = train_step(model, fwd, opts, sampler, tc, lr_scale, ctx, d, device)
+    return loss, gnorm, fwd, time.perf_counter() - t0, failure
