@@ -69,6 +69,7 @@ def bench_train(
         "time_to_target_s": summary["time_to_target_s"], "target_val_loss": target,
         "iters": summary["iters"], "mfu": summary["mfu"], "wall_s": summary["wall_s"],
         "train_s": summary["train_s"], "tokens": summary["tokens"], "run_id": summary["run_id"],
+        "compile_s": summary.get("compile_s"),
     }  # fmt: skip
 
 
