@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from scalelab.align.pm import PreferenceModel, load_pm
-from scalelab.align.pm_run import PMRunSpec, pm_worker
+from scalelab.align.pm_run import PMRunSpec
 from scalelab.align.pm_train import PMTrainConfig
 from scalelab.errors import UserError
 from scalelab.store import RunStore
+from scalelab.sweep.worker import run_worker
 from scalelab.train.record import ingest
 
 PROGRESS_KEYS = {"step", "iters", "loss", "val_loss", "tokens_per_s", "elapsed_s", "eta_s", "pid", "host", "time"}
@@ -37,7 +38,7 @@ def _spec(data: str, name: str, **kw) -> PMRunSpec:
 def _run(store: RunStore, workdir, spec: PMRunSpec) -> tuple[dict, str]:
     """What the sweep driver does: create the run, call the worker, ingest its files."""
     run_id = store.create_run(spec.name, spec.to_dict(), spec.config_hash(), group=spec.group)
-    result = pm_worker(spec.to_dict(), str(workdir), run_id, 1)
+    result = run_worker("pm", spec.to_dict(), str(workdir), run_id, 1)
     ingest(store, run_id, workdir / "runs" / run_id)
     return result, run_id
 
@@ -66,7 +67,7 @@ def test_pm_worker_records_files_and_resolves_run_references(tmp_path):
     stale = _spec(data, "c", base="run:a", base_config_hash="0" * 16)
     result, c_id = _run(store, tmp_path, stale)
     assert result["status"] == "failed" and "no completed run named 'a'" in result["error"]
-    assert pm_worker({"data": data, "bogus": 1}, str(tmp_path), "x", None)["status"] == "failed"
+    assert run_worker("pm", {"data": data, "bogus": 1}, str(tmp_path), "x", None)["status"] == "failed"
 
 
 @pytest.mark.slow

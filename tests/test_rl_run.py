@@ -14,12 +14,13 @@ from scalelab.align.pm import PreferenceModel
 from scalelab.align.pm_run import PMRunSpec
 from scalelab.align.rl import trainer as trainer_mod
 from scalelab.align.rl.config import RLRunSpec
-from scalelab.align.rl.run import rl_worker, run_rl
+from scalelab.align.rl.run import run_rl
 from scalelab.align.rl.trainer import RLStopped
 from scalelab.data.tokenizers import ByteTokenizer, CharTokenizer
 from scalelab.errors import UserError
 from scalelab.model.gpt import GPT, GPTConfig
 from scalelab.store import RunStore
+from scalelab.sweep.worker import run_worker
 from scalelab.train.checkpoint import save_checkpoint
 from scalelab.train.record import read_run_files
 
@@ -80,7 +81,7 @@ def _weights(run_dir: Path) -> dict:
 def test_resume_is_exact(lab, monkeypatch):
     """Interrupted after step 3 (checkpoint at 2), then resumed: the same weights and metrics as a straight run."""
     s = spec(lab, steps=4, ckpt_every=2, value="critic", adaptive_kl=True, eval_pms=[str(lab / "pm")]).to_dict()
-    straight = rl_worker(s, str(lab / "w"), "straight", 1)
+    straight = run_worker("rl", s, str(lab / "w"), "straight", 1)
     assert straight["status"] == "completed", straight
 
     real_step, calls = trainer_mod.RLTrainer.step, {"n": 0}
@@ -92,9 +93,9 @@ def test_resume_is_exact(lab, monkeypatch):
         return real_step(self)
 
     monkeypatch.setattr(trainer_mod.RLTrainer, "step", dies_at_step_4)
-    assert rl_worker(s, str(lab / "w"), "resumed", 1)["status"] == "interrupted"
+    assert run_worker("rl", s, str(lab / "w"), "resumed", 1)["status"] == "interrupted"
     monkeypatch.setattr(trainer_mod.RLTrainer, "step", real_step)
-    resumed = rl_worker(s, str(lab / "w"), "resumed", 1)
+    resumed = run_worker("rl", s, str(lab / "w"), "resumed", 1)
     assert resumed["status"] == "completed", resumed
     a, b = _weights(lab / "w" / "runs" / "straight"), _weights(lab / "w" / "runs" / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -188,7 +189,6 @@ def test_run_refs_and_sweep_worker(lab):
     """'run:NAME' resolves to the completed run of that name in the group; kind 'rl' runs through run_worker."""
     import shutil
 
-    from scalelab.sweep.worker import run_worker
 
     w = lab / "w"
     store = RunStore.in_workdir(w)

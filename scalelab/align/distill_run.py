@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -65,17 +64,12 @@ def preflight(spec: DistillSpec, workdir: Path) -> None:
 
 
 def distill_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | None) -> dict:
-    """One distillation as a sweep worker (kind "distill"): records into files; never raises."""
-    try:
-        spec = DistillSpec.from_dict(cfg_dict)
-        if threads or spec.threads:
-            torch.set_num_threads(threads or spec.threads)
-        recorder = FileRecorder(Path(workdir) / "runs" / run_id)
-        return execute(spec, Path(workdir), run_id, recorder, progress_file=True)
-    except BaseException as e:  # a failed run must not take the sweep down
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        return {"run_id": run_id, "status": status, "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(limit=6)}  # fmt: skip
+    """One distillation as a sweep worker (kind "distill"): records into files (`sweep.worker.run_worker` catches)."""
+    spec = DistillSpec.from_dict(cfg_dict)
+    if threads or spec.threads:
+        torch.set_num_threads(threads or spec.threads)
+    recorder = FileRecorder(Path(workdir) / "runs" / run_id)
+    return execute(spec, Path(workdir), run_id, recorder, progress_file=True)
 
 
 def execute(spec: DistillSpec, workdir: Path, run_id: str, recorder, *, progress: bool = False,

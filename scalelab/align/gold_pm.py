@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import random
-import traceback
 from pathlib import Path
 from typing import Literal
 
@@ -200,31 +199,26 @@ def build_comparisons(spec: GoldPMSpec, workdir: Path, run_dir: Path) -> tuple[P
 
 
 def gold_pm_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | None) -> dict:
-    """One gold-labelled PM run as a sweep worker (kind "gold-pm"); never raises."""
+    """One gold-labelled PM run as a sweep worker (kind "gold-pm"; `sweep.worker.run_worker` catches)."""
     from scalelab.align.pm_run import PMRunSpec, build_pm, execute
     from scalelab.config import build_config
     from scalelab.train.record import FileRecorder
 
-    try:
-        spec = build_config(cfg_dict, "gold-pm run spec", cls=GoldPMSpec)
-        if threads or spec.threads:
-            torch.set_num_threads(threads or spec.threads)
-        work, run_dir = Path(workdir), Path(workdir) / "runs" / run_id
-        recorder = FileRecorder(run_dir)
-        recorder.truncate(-1)
-        path, infos = build_comparisons(spec, work, run_dir)
-        pm_spec = PMRunSpec(**{**spec.pm, "data": str(path), "format": "generic", "name": spec.name,
-                               "group": spec.group, "threads": spec.threads})  # fmt: skip
-        pm = build_pm(pm_spec, work)
-        counts = pm.param_counts()
-        recorder.update(params=counts["params"], params_nonembed=counts["params_nonembed"])
-        summary = execute(pm_spec, pm, work, run_id, recorder, progress=False, progress_file=True)
-        summary.update(labels=infos, n_offered=sum(i["offered"] for i in infos),
-                       n_comparisons=sum(i["kept"] for i in infos), gold=spec.gold)  # fmt: skip
-        (run_dir / "labels.json").write_text(json.dumps(infos))
-        recorder.update(summary=summary)
-        return summary
-    except BaseException as e:  # a failed run must not take the sweep down
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        return {"run_id": run_id, "status": status, "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(limit=6)}  # fmt: skip
+    spec = build_config(cfg_dict, "gold-pm run spec", cls=GoldPMSpec)
+    if threads or spec.threads:
+        torch.set_num_threads(threads or spec.threads)
+    work, run_dir = Path(workdir), Path(workdir) / "runs" / run_id
+    recorder = FileRecorder(run_dir)
+    recorder.truncate(-1)
+    path, infos = build_comparisons(spec, work, run_dir)
+    pm_spec = PMRunSpec(**{**spec.pm, "data": str(path), "format": "generic", "name": spec.name,
+                           "group": spec.group, "threads": spec.threads})  # fmt: skip
+    pm = build_pm(pm_spec, work)
+    counts = pm.param_counts()
+    recorder.update(params=counts["params"], params_nonembed=counts["params_nonembed"])
+    summary = execute(pm_spec, pm, work, run_id, recorder, progress=False, progress_file=True)
+    summary.update(labels=infos, n_offered=sum(i["offered"] for i in infos),
+                   n_comparisons=sum(i["kept"] for i in infos), gold=spec.gold)  # fmt: skip
+    (run_dir / "labels.json").write_text(json.dumps(infos))
+    recorder.update(summary=summary)
+    return summary

@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import time
-import traceback
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -242,24 +241,17 @@ def run_pm(spec: PMRunSpec, workdir: str | Path, *, progress: bool = False) -> d
 
 
 def pm_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | None) -> dict:
-    """One PM run as a sweep worker (kind "pm"): records into files of the run folder; never raises.
-
-    Returns the run summary, or ``{"run_id", "status": "failed" | "interrupted", "error"}``.
-    """
-    try:
-        spec = PMRunSpec.from_dict(cfg_dict)
-        if threads or spec.threads:
-            torch.set_num_threads(threads or spec.threads)
-        recorder = FileRecorder(Path(workdir) / "runs" / run_id)
-        recorder.truncate(-1)  # a run started again (after a kill) records from scratch
-        pm = build_pm(spec, Path(workdir))
-        counts = pm.param_counts()
-        recorder.update(params=counts["params"], params_nonembed=counts["params_nonembed"])
-        return execute(spec, pm, Path(workdir), run_id, recorder, progress=False, progress_file=True)
-    except BaseException as e:  # a failed run must not take the sweep down
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        return {"run_id": run_id, "status": status, "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(limit=6)}  # fmt: skip
+    """One PM run as a sweep worker (kind "pm"): records into files of the run folder and returns the run
+    summary. `sweep.worker.run_worker` turns an exception into a "failed" (or "interrupted") result."""
+    spec = PMRunSpec.from_dict(cfg_dict)
+    if threads or spec.threads:
+        torch.set_num_threads(threads or spec.threads)
+    recorder = FileRecorder(Path(workdir) / "runs" / run_id)
+    recorder.truncate(-1)  # a run started again (after a kill) records from scratch
+    pm = build_pm(spec, Path(workdir))
+    counts = pm.param_counts()
+    recorder.update(params=counts["params"], params_nonembed=counts["params_nonembed"])
+    return execute(spec, pm, Path(workdir), run_id, recorder, progress=False, progress_file=True)
 
 
 def execute(spec: PMRunSpec, pm: PreferenceModel, workdir: Path, run_id: str, recorder, *, progress: bool = False,

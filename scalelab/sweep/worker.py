@@ -5,7 +5,8 @@ it never raises, since a failed run must not take the sweep down (a run that ano
 comes back with status "busy"). The kind names the trainer:
 "lm" is the training loop; other kinds are registered in `RUN_KINDS` as "module:function" with the
 signature `fn(cfg_dict, workdir, run_id, threads) -> dict`, and write their record into the run folder
-as the training loop's file recorder does, so that the driver ingests every kind the same way.
+as the training loop's file recorder does, so that the driver ingests every kind the same way. A kind may
+raise: `run_worker` turns any exception into a "failed" result (Ctrl-C into "interrupted") for every kind.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def run_worker(kind: str, cfg_dict: dict, workdir: str, run_id: str, threads: in
         return getattr(importlib.import_module(module), fn)(cfg_dict, workdir, run_id, threads)
     except RunBusy as e:  # another process took the run between planning and now: its run, not a failure
         return {"run_id": run_id, "status": "busy", "error": str(e)}
-    except BaseException as e:  # a failed run must not take the sweep down
-        return {"run_id": run_id, "status": "failed", "error": f"{type(e).__name__}: {e}",
+    except BaseException as e:  # a failed run must not take the sweep down; Ctrl-C leaves it resumable
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        return {"run_id": run_id, "status": status, "error": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc(limit=6)}  # fmt: skip
 

@@ -23,7 +23,6 @@ import json
 import math
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -76,20 +75,15 @@ def run_rl(spec: RLRunSpec | None, workdir: str | Path, *, progress: bool = Fals
 
 
 def rl_worker(cfg_dict: dict, workdir: str, run_id: str, threads: int | None) -> dict:
-    """One RL run as a sweep worker (kind "rl"): resumes its own checkpoint; never raises."""
-    try:
-        spec = RLRunSpec.from_dict(cfg_dict)
-        if threads or spec.threads:
-            torch.set_num_threads(threads or spec.threads)
-        recorder = FileRecorder(Path(workdir) / "runs" / run_id)
-        setup = _setup(spec, Path(workdir), None)
-        counts = setup["models"].policy.param_counts()
-        recorder.update(params=counts["params"], params_nonembed=counts["params_nonembed"])
-        return execute(spec, setup, Path(workdir), run_id, recorder, progress_file=True)
-    except BaseException as e:  # a failed run must not take the sweep down
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        return {"run_id": run_id, "status": status, "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(limit=6)}  # fmt: skip
+    """One RL run as a sweep worker (kind "rl"): resumes its own checkpoint (`sweep.worker.run_worker` catches)."""
+    spec = RLRunSpec.from_dict(cfg_dict)
+    if threads or spec.threads:
+        torch.set_num_threads(threads or spec.threads)
+    recorder = FileRecorder(Path(workdir) / "runs" / run_id)
+    setup = _setup(spec, Path(workdir), None)
+    counts = setup["models"].policy.param_counts()
+    recorder.update(params=counts["params"], params_nonembed=counts["params_nonembed"])
+    return execute(spec, setup, Path(workdir), run_id, recorder, progress_file=True)
 
 
 def _setup(spec: RLRunSpec, workdir: Path, rewards: dict[str, RewardFn] | None) -> dict:
