@@ -22,8 +22,13 @@ Threads: ``--threads N`` sets ``OMP_NUM_THREADS`` for every side (default: torch
 scalelab's ``time.perf_counter``, replaced before either starts; inductor compiles in-process then), which
 load on a shared machine disturbs far less than wall time; use it with ``--threads 1``.
 
+Sides: ``reference``, ``scalelab`` (the preset as shipped) or ``scalelab-baseline`` (``--baseline-code``), each
+followed by levers joined with '+': ``compiled`` (torch.compile), ``bf16mm`` (float32 matmuls with bfloat16
+inputs: ``train.matmul_precision='medium'``, or torch's same knob set before the reference's script runs),
+``tanh`` / ``exact`` (scalelab's GELU: GPT-2's tanh form or the exact one, which the reference and the preset use).
+
     python benchmarks/bench_engine_vs_nanogpt.py --nanogpt /path/to/nanoGPT(.git) [--iters 2000]
-        [--threads 1 --clock cpu] [--sides reference,scalelab,scalelab-compiled,reference-compiled]
+        [--threads 1 --clock cpu] [--sides reference,scalelab,scalelab+bf16mm,scalelab+compiled,reference+bf16mm]
 """
 
 from __future__ import annotations
@@ -69,11 +74,14 @@ def write_char_data(text: str, folder: Path) -> None:
         pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, fh)
 
 
-def _clocked(argv: list[str], clock: str, patch: str) -> list[str]:
-    """`python argv...`, or with `time.<patch>` reading the process's CPU time when clock == 'cpu'."""
-    if clock == "wall":
+def _clocked(argv: list[str], clock: str, patch: str, precision: str | None = None) -> list[str]:
+    """`python argv...`, or with `time.<patch>` reading the process's CPU time when clock == 'cpu', and torch's
+    float32 matmul precision set to `precision` first (for the reference, whose code is not ours to change)."""
+    if clock == "wall" and precision is None:
         return [sys.executable, *argv] if argv[0].endswith(".py") else [sys.executable, "-m", *argv]
-    boot = (f"import runpy, sys, time; time.{patch} = time.process_time; sys.argv = {argv!r}; "
+    first = f"import torch; torch.set_float32_matmul_precision({precision!r}); " if precision else ""
+    timer = f"time.{patch} = time.process_time; " if clock == "cpu" else ""
+    boot = (f"{first}import runpy, sys, time; {timer}sys.argv = {argv!r}; "
             "runpy.run_path(sys.argv[0], run_name='__main__') if sys.argv[0].endswith('.py') else "
             "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")  # fmt: skip
     return [sys.executable, "-c", boot]
@@ -90,13 +98,14 @@ def _env(threads: int | None, clock: str, code: Path | None = None) -> dict:
     return env
 
 
-def run_reference(folder: Path, iters: int, threads: int | None, clock: str, compiled: bool = False) -> dict:
+def run_reference(folder: Path, iters: int, threads: int | None, clock: str, compiled: bool = False,
+                  precision: str | None = None) -> dict:  # fmt: skip
     args = ["train.py", "config/train_shakespeare_char.py", "--device=cpu", f"--compile={compiled}",
             "--eval_iters=200", f"--eval_interval={iters}", "--log_interval=1", "--block_size=64",
             "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", f"--max_iters={iters}",
             f"--lr_decay_iters={iters}", "--dropout=0.0", f"--out_dir={folder / 'out'}"]  # fmt: skip
     t0 = time.perf_counter()
-    proc = subprocess.run(_clocked(args, clock, "time"), cwd=folder, capture_output=True, text=True, check=False,
+    proc = subprocess.run(_clocked(args, clock, "time", precision), cwd=folder, capture_output=True, text=True, check=False,
                           env=_env(threads, clock))  # fmt: skip
     wall = time.perf_counter() - t0
     if proc.returncode:
@@ -110,7 +119,7 @@ def run_reference(folder: Path, iters: int, threads: int | None, clock: str, com
 
 
 def run_scalelab(data: Path, iters: int, threads: int | None, clock: str, compiled: bool,
-                 code: Path | None = None) -> dict:  # fmt: skip
+                 code: Path | None = None, extra: tuple[str, ...] = ()) -> dict:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="scalelab-vs-ref-") as work:
         args = ["scalelab", "train", "--preset", "shakespeare-char-gpt2", "--json", "--workdir", work,
                 "--set", f"data.source='{data}'", "--set", f"train.iters={iters}", "--set", f"train.ckpt_every={iters}",
@@ -118,6 +127,8 @@ def run_scalelab(data: Path, iters: int, threads: int | None, clock: str, compil
                 "--set", f"train.compile={'true' if compiled else 'false'}"]  # fmt: skip
         if threads:
             args += ["--set", f"train.threads={threads}"]
+        for override in extra:
+            args += ["--set", override]
         t0 = time.perf_counter()  # cwd: a folder that holds no scalelab, so that PYTHONPATH decides which runs
         proc = subprocess.run(_clocked(args, clock, "perf_counter"), capture_output=True, text=True, check=False,
                               env=_env(threads, clock, code), cwd=work)  # fmt: skip
@@ -133,6 +144,24 @@ def run_scalelab(data: Path, iters: int, threads: int | None, clock: str, compil
         tokens, train_s = tokens - tokens // res["iters"], train_s - compile_s
     return {"tokens_per_s": tokens / train_s, "compile_s": compile_s, "final_val_loss": res["final_val_loss"],
             "final_train_loss": res["final_train_loss"], "train_s": res["train_s"], "wall_s": wall}  # fmt: skip
+
+
+LEVERS = {"compiled": None, "bf16mm": "train.matmul_precision='medium'", "tanh": "model.mlp='gelu'",
+          "exact": "model.mlp='gelu_exact'"}
+"""A side's levers: torch.compile; bfloat16 matmul precision (the reference: torch's knob set before its script
+runs); GPT-2's tanh-GELU or the exact GELU in scalelab's model."""
+
+
+def parse_side(side: str) -> tuple[str, list[str]]:
+    """'scalelab+compiled+bf16mm' -> ('scalelab', ['compiled', 'bf16mm']); the old names 'scalelab-compiled' and
+    'reference-compiled' are 'scalelab+compiled' and 'reference+compiled'."""
+    base, *levers = side.replace("-compiled", "+compiled").split("+")
+    if base not in ("reference", "scalelab", "scalelab-baseline"):
+        raise SystemExit(f"unknown side {side!r}: reference, scalelab or scalelab-baseline, then +lever ...")
+    bad = [lever for lever in levers if lever not in LEVERS or (base == "reference" and lever in ("tanh", "exact"))]
+    if bad:
+        raise SystemExit(f"side {side!r}: unknown lever(s) {bad}; levers: {', '.join(LEVERS)} (tanh/exact: scalelab)")
+    return base, levers
 
 
 def main() -> None:
@@ -153,19 +182,21 @@ def main() -> None:
                  "load_before": os.getloadavg()}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for side in sides:
-            if side.startswith("reference"):
-                ref_dir = Path(tmp) / side
+            base, levers = parse_side(side)
+            precision = "medium" if "bf16mm" in levers else None
+            if base == "reference":
+                ref_dir = Path(tmp) / f"ref{len(out)}"
                 ref_dir.mkdir()
                 export_reference(a.nanogpt, ref_dir)
                 write_char_data(a.data.read_text(), ref_dir / "data" / "shakespeare_char")
-                out[side] = run_reference(ref_dir, a.iters, a.threads, a.clock, side == "reference-compiled")
-            elif side == "scalelab-baseline":
-                if a.baseline_code is None:
-                    raise SystemExit("the side scalelab-baseline needs --baseline-code DIR")
-                code = a.baseline_code.resolve()
-                out[side] = run_scalelab(a.data.resolve(), a.iters, a.threads, a.clock, False, code)
+                out[side] = run_reference(ref_dir, a.iters, a.threads, a.clock, "compiled" in levers, precision)
             else:
-                out[side] = run_scalelab(a.data.resolve(), a.iters, a.threads, a.clock, side == "scalelab-compiled")
+                if base == "scalelab-baseline" and a.baseline_code is None:
+                    raise SystemExit("the side scalelab-baseline needs --baseline-code DIR")
+                code = a.baseline_code.resolve() if base == "scalelab-baseline" else None
+                extra = tuple(LEVERS[lever] for lever in levers if LEVERS[lever])
+                out[side] = run_scalelab(a.data.resolve(), a.iters, a.threads, a.clock, "compiled" in levers, code,
+                                         extra)  # fmt: skip
             out[side]["load_after"] = os.getloadavg()
             print(json.dumps({side: out[side]}), file=sys.stderr, flush=True)
     if "reference" in out:

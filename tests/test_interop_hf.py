@@ -140,13 +140,15 @@ def _save_tokenizer(folder):
     save_tokenizer(ByteTokenizer(), folder, 64)
 
 
-def test_import_a_gpt2_made_by_transformers(tmp_path):
+@pytest.mark.parametrize("activation,mlp", [("gelu_new", "gelu"), ("gelu", "gelu_exact")])
+def test_import_a_gpt2_made_by_transformers(tmp_path, activation, mlp):
     from scalelab.interop.hf_export import export_hf
     from scalelab.interop.hf_import import import_hf
 
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=257, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                                  initializer_range=0.2, n_inner=48, layer_norm_epsilon=1e-6)  # fmt: skip
+                                  initializer_range=0.2, n_inner=48, layer_norm_epsilon=1e-6,
+                                  activation_function=activation)  # fmt: skip
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     hf.save_pretrained(tmp_path / "src")
     _save_tokenizer(tmp_path / "src")
@@ -154,10 +156,12 @@ def test_import_a_gpt2_made_by_transformers(tmp_path):
     assert res["name"] == "hf-src" and max(res["logit_diff"].values()) < 1e-4
     gpt, _, _ = load_for_inference("hf-src", tmp_path / "work")
     assert gpt.cfg.mlp_hidden == 48 and gpt.cfg.norm_eps == 1e-6  # another MLP width and epsilon
+    assert gpt.cfg.mlp == mlp  # tanh-GELU or the exact one
     ids = torch.randint(0, 257, (2, 64))
     torch.testing.assert_close(gpt(ids)[0], _hf_logits(hf, ids), atol=1e-4, rtol=0)
     again = export_hf("hf-src", tmp_path / "again", tmp_path / "work")  # and out again
     hf2 = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "again")
+    assert hf2.config.activation_function == activation
     torch.testing.assert_close(_hf_logits(hf2, ids), _hf_logits(hf, ids), atol=1e-4, rtol=0)
     assert again["run_id"] == res["run_id"]
 

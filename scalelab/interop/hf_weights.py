@@ -16,6 +16,8 @@ from scalelab.interop import hf_llama
 from scalelab.model.gpt import GPTConfig
 
 EPS_LAYERNORM = 1e-5  # scalelab's gpt2 LayerNorm (model/gpt.py Norm)
+HF_GELU = {"gelu": "gelu_new", "gelu_exact": "gelu"}
+"""scalelab's gpt2 MLP nonlinearity -> transformers' GPT-2 `activation_function` (tanh-GELU, exact GELU)."""
 
 
 def architecture_for(cfg: GPTConfig) -> str:
@@ -24,10 +26,10 @@ def architecture_for(cfg: GPTConfig) -> str:
         raise UserError(f"model.logit_softcap={cfg.logit_softcap} has no equivalent in GPT-2 or Llama/Qwen3 models; "
                         "export a model trained without it (model.logit_softcap unset)")  # fmt: skip
     if cfg.recipe == "gpt2":
-        if cfg.mlp != "gelu":
+        if cfg.mlp not in HF_GELU:
             raise UserError(f"model.mlp={cfg.mlp!r} with the gpt2 recipe has no standard equivalent (GPT-2 "
-                            "uses GELU); export a gpt2 model with model.mlp='gelu', or a modern one with "
-                            "'swiglu'")  # fmt: skip
+                            "uses GELU); export a gpt2 model with model.mlp='gelu' or 'gelu_exact', or a modern "
+                            "one with 'swiglu'")  # fmt: skip
         return "gpt2"
     return hf_llama.family_for(cfg)
 
@@ -41,7 +43,7 @@ def hf_config(cfg: GPTConfig, arch: str, eot_id: int):
     if arch == "gpt2":
         return transformers.GPT2Config(
             n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
-            activation_function="gelu_new", resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+            activation_function=HF_GELU[cfg.mlp], resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
             layer_norm_epsilon=cfg.norm_eps or EPS_LAYERNORM, n_inner=cfg.mlp_hidden, **common,
         )  # fmt: skip
     return hf_llama.hf_config(cfg, arch, common)
@@ -80,14 +82,16 @@ def gpt_config_from_hf(hf) -> GPTConfig:
     kind = hf.model_type
     if kind == "gpt2":
         bad = []
-        if hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
-            bad.append(f"activation_function={hf.activation_function!r} (scalelab's gpt2 uses tanh-GELU)")
+        mlp = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu": "gelu_exact"}.get(hf.activation_function)
+        if mlp is None:
+            bad.append(f"activation_function={hf.activation_function!r} (scalelab's gpt2 has tanh-GELU "
+                       "'gelu_new' or exact 'gelu')")  # fmt: skip
         if not hf.scale_attn_weights or hf.scale_attn_by_inverse_layer_idx:
             bad.append("attention scaling other than 1/sqrt(head_dim)")
         if bad:
             raise UserError("this GPT-2 model differs from scalelab's gpt2 recipe: " + "; ".join(bad))
         return GPTConfig(recipe="gpt2", n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd,
-                         block_size=hf.n_positions, vocab_size=hf.vocab_size, bias=True, mlp="gelu",
+                         block_size=hf.n_positions, vocab_size=hf.vocab_size, bias=True, mlp=mlp,
                          tie_embeddings=bool(hf.tie_word_embeddings),
                          norm_eps=None if hf.layer_norm_epsilon == EPS_LAYERNORM else float(hf.layer_norm_epsilon),
                          mlp_hidden=None if hf.n_inner in (None, 4 * hf.n_embd) else hf.n_inner)  # fmt: skip

@@ -37,6 +37,7 @@ from scalelab.train.checkpointer import Checkpointer
 from scalelab.train.evaluator import Evaluator
 from scalelab.train.metrics import MetricLogger
 from scalelab.train.optim import build_optimizers
+from scalelab.train.precision import matmul_precision
 from scalelab.train.progress import ProgressFile, TrainProgress
 from scalelab.train.record import FileRecorder, StoreRecorder
 from scalelab.train.resume import check_resumable, config_change
@@ -118,7 +119,7 @@ def train(
     try:
         run = _Run(cfg, workdir, device, d, resume, group, target_val_loss, progress, extra_evals, stop_after,
                    run_id, record)  # fmt: skip
-        with run.owned():
+        with run.owned(), matmul_precision(tc.matmul_precision, device):
             return run.go()
     finally:
         dd.teardown(d)

@@ -1,0 +1,72 @@
+"""`train.matmul_precision` (issue 13's CPU lever): torch's float32 matmul precision for one run, restored
+after it; CPU attention kept at full precision under it; the exact GELU option equals torch's kernel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import scalelab.model.gpt as gpt
+from scalelab.config import load_config
+from scalelab.train.loop import train
+from scalelab.train.precision import matmul_precision
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CPU = torch.device("cpu")
+
+
+def test_the_precision_is_set_for_the_block_and_restored_after_it_even_on_error():
+    before = torch.get_float32_matmul_precision()
+    with matmul_precision("medium", CPU):
+        assert torch.get_float32_matmul_precision() == "medium" and gpt._attention_full_precision
+    assert torch.get_float32_matmul_precision() == before and not gpt._attention_full_precision
+    with pytest.raises(RuntimeError, match="boom"), matmul_precision("high", CPU):
+        raise RuntimeError("boom")
+    assert torch.get_float32_matmul_precision() == before and not gpt._attention_full_precision
+    with matmul_precision(None, CPU):  # unset: torch's setting is left alone
+        assert torch.get_float32_matmul_precision() == before and not gpt._attention_full_precision
+
+
+def test_cpu_attention_and_its_backward_run_at_full_precision_under_medium():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8, requires_grad=True) for _ in range(3))
+    grad_out = torch.randn(2, 3, 16, 8)
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    want_grads = torch.autograd.grad(want, (q, k, v), grad_out)
+    seen = []
+    with matmul_precision("medium", CPU):
+        got = gpt.attention(q, k, v, is_causal=True)
+        got.grad_fn.register_prehook(lambda _: seen.append(torch.get_float32_matmul_precision()))
+        assert torch.get_float32_matmul_precision() == "medium"  # the linear layers keep the reduced precision
+        got_grads = torch.autograd.grad(got, (q, k, v), grad_out)
+        assert torch.get_float32_matmul_precision() == "medium"  # restored after the backward kernel
+    assert seen == ["highest"]  # the backward kernel ran at full precision
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+def test_a_run_at_medium_precision_trains_close_to_full_precision_and_leaves_torch_as_it_was(tmp_path):
+    over = tiny_overrides(train__iters="20", train__eval_every="20", train__ckpt_every="20")
+    before = torch.get_float32_matmul_precision()
+    full_cfg, medium_cfg = load_config(None, over), load_config(None, [*over, "train.matmul_precision='medium'"])
+    assert full_cfg.config_hash() != medium_cfg.config_hash()  # another result, another run
+    full = train(full_cfg, tmp_path / "full", progress=False)
+    medium = train(medium_cfg, tmp_path / "medium", progress=False)
+    assert torch.get_float32_matmul_precision() == before and not gpt._attention_full_precision
+    assert medium["status"] == "completed"
+    assert abs(medium["final_val_loss"] - full["final_val_loss"]) < 0.05  # bfloat16 inputs, float32 sums
+
+
+def test_exact_gelu_mlp_is_torchs_exact_gelu():
+    from scalelab.model.gpt import MLP, GPTConfig
+
+    torch.manual_seed(0)
+    mlp = MLP(GPTConfig(n_embd=8, mlp="gelu_exact", bias=True))
+    x = torch.randn(3, 5, 8)
+    torch.testing.assert_close(mlp(x), mlp.c_proj(F.gelu(mlp.c_fc(x))), rtol=0, atol=0)
+    tanh = MLP(GPTConfig(n_embd=8, mlp="gelu", bias=True))
+    tanh.load_state_dict(mlp.state_dict())
+    assert not torch.equal(tanh(x), mlp(x))  # the two GELUs are different functions
