@@ -105,8 +105,8 @@ def run_reference(folder: Path, iters: int, threads: int | None, clock: str, com
             "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", f"--max_iters={iters}",
             f"--lr_decay_iters={iters}", "--dropout=0.0", f"--out_dir={folder / 'out'}"]  # fmt: skip
     t0 = time.perf_counter()
-    proc = subprocess.run(_clocked(args, clock, "time", precision), cwd=folder, capture_output=True, text=True, check=False,
-                          env=_env(threads, clock))  # fmt: skip
+    proc = subprocess.run(_clocked(args, clock, "time", precision), cwd=folder, capture_output=True, text=True,
+                          check=False, env=_env(threads, clock))  # fmt: skip
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"the reference trainer failed:\n{proc.stderr[-3000:]}")

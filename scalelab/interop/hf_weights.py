@@ -43,8 +43,8 @@ def hf_config(cfg: GPTConfig, arch: str, eot_id: int):
     if arch == "gpt2":
         return transformers.GPT2Config(
             n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
-            activation_function=HF_GELU[cfg.mlp], resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-            layer_norm_epsilon=cfg.norm_eps or EPS_LAYERNORM, n_inner=cfg.mlp_hidden, **common,
+            activation_function=HF_GELU[cfg.mlp], resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout, layer_norm_epsilon=cfg.norm_eps or EPS_LAYERNORM, n_inner=cfg.mlp_hidden, **common,
         )  # fmt: skip
     return hf_llama.hf_config(cfg, arch, common)
 
