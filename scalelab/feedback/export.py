@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scalelab.errors import UserError
-from scalelab.feedback.db import FeedbackDB, prompt_for
+from scalelab.feedback.db import FeedbackDB
+from scalelab.feedback.hh_format import prompt_for
 
 FORMATS = ("hh", "generic")
 
