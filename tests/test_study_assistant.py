@@ -4,9 +4,10 @@ end to end through the study runner."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from scalelab.studies.runner import load_study_config, run_study
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MICRO = """
 name = "assistant-micro"
@@ -32,20 +33,6 @@ threads = 1
 workers = 1
 device = "cpu"
 """
-
-
-@pytest.fixture
-def micro(tmp_path) -> str:
-    path = tmp_path / "micro.toml"
-    path.write_text(MICRO)
-    return str(path)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def test_plan_is_staged_and_names_finished_earlier_runs(tmp_path, micro):

@@ -10,6 +10,7 @@ import pytest
 
 from scalelab.errors import UserError
 from scalelab.studies.runner import load_study_config, run_study
+from tests.conftest import tiny_base
 
 MICRO = """
 name = "predict-micro"
@@ -21,35 +22,11 @@ points = [
   { "model.n_layer" = 2, "model.n_head" = 2, "model.n_embd" = 32, "train.iters" = 20 },
   { "model.n_layer" = 2, "model.n_head" = 2, "model.n_embd" = 48, "train.iters" = 24 },
 ]
-
-[base.data]
-source = "stdlib"
-tokenizer = "byte"
-max_documents = 40
-tasks = { "add1" = 0.3 }
-eval_tasks = ["add1", "brackets"]
-
-[base.model]
-recipe = "modern"
-block_size = 32
-
-[base.train]
-batch_size = 8
-optimizer = "adamw"
-lr = 3e-3
-eval_batches = 2
-log_every = 10
-device = "cpu"
-threads = 1
-seed = 0
 """
-
-
-@pytest.fixture
-def micro(tmp_path) -> str:
-    path = tmp_path / "micro.toml"
-    path.write_text(MICRO)
-    return str(path)
+MICRO += tiny_base(
+    data={"tokenizer": "byte", "max_documents": 40, "tasks": {"add1": 0.3}, "eval_tasks": ["add1", "brackets"]},
+    train={"batch_size": 8, "optimizer": "adamw", "lr": 3e-3, "log_every": 10, "seed": 0},
+)
 
 
 def test_shipped_presets_plan_a_ladder_with_a_task_mix(tmp_path):

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from scalelab.errors import UserError
 from scalelab.store import RunStore
 from scalelab.studies.runner import load_study_config, run_study
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MICRO = """
 name = "pref-micro"
@@ -39,20 +40,6 @@ batch_size = 8
 threads = 1
 device = "cpu"
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def micro(tmp_path) -> str:
-    path = tmp_path / "micro.toml"
-    path.write_text(MICRO)
-    return str(path)
 
 
 def test_plan_is_staged_and_every_pm_names_a_finished_earlier_run(tmp_path, micro):

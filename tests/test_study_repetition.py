@@ -16,6 +16,7 @@ from scalelab.store import RunStore
 from scalelab.studies import repetition as rep
 from scalelab.studies.repetition import rules as ra
 from scalelab.studies.repetition.plan import design_points
+from tests.conftest import tiny_base
 
 SIGMA = 0.005
 
@@ -305,27 +306,15 @@ repeat_fractions = [0.5]
 repeat_epochs = [2, 8]
 [analysis]
 bootstrap = 20
-[base.data]
-source = "stdlib"
-max_documents = 60
-repeat_unit = "chunk"
-[base.model]
-recipe = "modern"
-block_size = 32
-[base.train]
-iters = 24
-batch_size = 8
-eval_batches = 2
-lr = 3e-3
-log_every = 5
-device = "cpu"
-threads = 1
-sampling = "sequential"
 """
+MICRO += tiny_base(
+    data={"max_documents": 60, "repeat_unit": "chunk"},
+    train={"iters": 24, "batch_size": 8, "lr": 3e-3, "log_every": 5, "sampling": "sequential"},
+)
 
 
 @pytest.mark.slow
-def test_study_end_to_end_through_the_runner_resumes_after_a_kill(tmp_path):
+def test_study_end_to_end_through_the_runner_resumes_after_a_kill(tmp_path, micro):
     """Kill the study mid-way (SIGKILL, after 2 of 6 runs), run it again: only the unfinished runs train."""
     import os
     import signal
@@ -335,12 +324,10 @@ def test_study_end_to_end_through_the_runner_resumes_after_a_kill(tmp_path):
 
     from scalelab.studies.runner import run_study
 
-    preset = tmp_path / "micro.toml"
-    preset.write_text(MICRO)
     work = tmp_path / "w"
-    dry = run_study("repetition", str(preset), ["design.repeat_epochs=[2, 8]"], work, dry_run=True, progress=False)
+    dry = run_study("repetition", micro, ["design.repeat_epochs=[2, 8]"], work, dry_run=True, progress=False)
     assert dry["totals"]["runs"] == 6 and dry["group"] == "rep-micro"
-    code = (f"from scalelab.studies.runner import run_study; run_study('repetition', {str(preset)!r}, "
+    code = (f"from scalelab.studies.runner import run_study; run_study('repetition', {micro!r}, "
             f"workdir={str(work)!r}, workers=1, progress=False)")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ | {"PYTHONPATH": os.getcwd()})
     done_before = 0
@@ -357,7 +344,7 @@ def test_study_end_to_end_through_the_runner_resumes_after_a_kill(tmp_path):
         proc.wait()
     done_before = len(RunStore.in_workdir(work).find_runs(group="rep-micro", status="completed"))
     assert 2 <= done_before < 6, "the study finished before it could be interrupted"
-    res = run_study("repetition", str(preset), None, work, workers=1, progress=False)
+    res = run_study("repetition", micro, None, work, workers=1, progress=False)
     assert res["skipped"] == done_before and res["ran"] == 6 - done_before and res["completed"] == 6
     out = res["results"]
     assert len(out["cells"]) == 4 and len(out["peaks"]) == 2 and out["law"] is None  # 2 sizes: no law, said so
@@ -366,7 +353,7 @@ def test_study_end_to_end_through_the_runner_resumes_after_a_kill(tmp_path):
     assert all(abs(c["f_realised"] - 0.5) < 0.005 for c in out["cells"])
     assert res["report"].endswith("rep-micro.html") and os.path.exists(res["report"])
     json.dumps(res["results"], allow_nan=False)
-    again = run_study("repetition", str(preset), None, work, workers=1, progress=False)
+    again = run_study("repetition", micro, None, work, workers=1, progress=False)
     assert again["ran"] == 0 and again["skipped"] == 6
 
 

@@ -187,14 +187,12 @@ workers = 1
 
 
 @pytest.mark.slow
-def test_micro_study_end_to_end_and_rerun_reuses_every_run(tmp_path):
+def test_micro_study_end_to_end_and_rerun_reuses_every_run(tmp_path, micro):
     pytest.importorskip("scalelab.align.rl.run")
     from scalelab.studies.runner import run_study
 
-    preset = tmp_path / "micro.toml"
-    preset.write_text(MICRO)
     work = tmp_path / "work"
-    out = run_study("rlhf", str(preset), workdir=work, progress=False)
+    out = run_study("rlhf", micro, workdir=work, progress=False)
     assert out["failed"] == 0 and out["ran"] == out["planned"] == 10
     r = out["results"]
     assert r["missing"] == []
@@ -205,5 +203,5 @@ def test_micro_study_end_to_end_and_rerun_reuses_every_run(tmp_path):
     assert len(r["samples"]["rows"]) == 2
     # the train PM and the test PM are two halves of one labelled set, sampled once
     assert len(list((work / "labels").glob("*.json"))) == 2  # the base set and online round 0's policy
-    again = run_study("rlhf", str(preset), workdir=work, progress=False)
+    again = run_study("rlhf", micro, workdir=work, progress=False)
     assert again["ran"] == 0 and again["skipped"] == 10

@@ -9,8 +9,9 @@ from scalelab.store import RunStore
 from scalelab.studies.runner import load_study_config, run_study
 from scalelab.studies.scaling import analyze, summary
 from scalelab.studies.scaling.config import Analysis, Config
+from tests.conftest import tiny_base
 
-TINY = """
+MICRO = """
 name = "scaling-tiny"
 workers = 1
 points = [
@@ -20,24 +21,12 @@ points = [
   { "model.n_layer" = 1, "model.n_head" = 2, "model.n_embd" = 32 },
   { "model.n_layer" = 2, "model.n_head" = 1, "model.n_embd" = 16 },
 ]
-[base.data]
-source = "stdlib"
-max_documents = 60
-[base.model]
-recipe = "modern"
-block_size = 32
-[base.train]
-iters = 12
-batch_size = 4
-eval_batches = 2
-log_every = 5
-device = "cpu"
-threads = 1
 [budget]
 mode = "fixed"
 [analysis]
 bootstrap = 20
 """
+MICRO += tiny_base(data={"max_documents": 60}, train={"iters": 12, "batch_size": 4, "log_every": 5})
 
 
 def test_presets_plan_as_designed(tmp_path: Path) -> None:
@@ -100,14 +89,12 @@ def test_too_few_runs_is_a_note_not_a_crash(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_study_runs_then_resumes_without_repeating(tmp_path: Path) -> None:
-    preset = tmp_path / "tiny.toml"
-    preset.write_text(TINY)
-    first = run_study("scaling", str(preset), workdir=tmp_path / "w", progress=False)
+def test_study_runs_then_resumes_without_repeating(tmp_path: Path, micro: str) -> None:
+    first = run_study("scaling", micro, workdir=tmp_path / "w", progress=False)
     assert first["ran"] == 5 and first["completed"] == 5 and Path(first["report"]).exists()
     fits = first["results"]["fits"]
     assert "power_N" in fits and "forecast" in fits and "rel_error_ci" in fits["forecast"]
-    again = run_study("scaling", str(preset), workdir=tmp_path / "w", progress=False)
+    again = run_study("scaling", micro, workdir=tmp_path / "w", progress=False)
     assert again["ran"] == 0 and again["skipped"] == 5
     assert again["results"]["fits"]["forecast"]["rel_error"] == fits["forecast"]["rel_error"]
 

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from scalelab.errors import UserError
 from scalelab.laws.transfer import fit_transfer, invert_scratch_curve, transfer_table
@@ -83,13 +82,6 @@ device = "cpu"
 """
 
 
-@pytest.fixture
-def micro(tmp_path) -> str:
-    path = tmp_path / "micro.toml"
-    path.write_text(MICRO)
-    return str(path)
-
-
 def test_config_and_plan(tmp_path, micro):
     module, config = load_study_config("transfer", micro)
     runs = module.plan(config, tmp_path)
@@ -112,12 +104,8 @@ def test_config_and_plan(tmp_path, micro):
 
 
 @pytest.mark.slow
-def test_micro_study_end_to_end(tmp_path, micro):
-    before = torch.get_num_threads()
-    try:
-        out = run_study("transfer", micro, workdir=tmp_path / "w", progress=False)
-    finally:
-        torch.set_num_threads(before)
+def test_micro_study_end_to_end(tmp_path, micro, one_torch_thread):
+    out = run_study("transfer", micro, workdir=tmp_path / "w", progress=False)
     assert out["failed"] == 0 and out["ran"] == 18
     res = out["results"]
     assert len(res["table"]) == 6 and not res["missing"]

@@ -23,6 +23,7 @@ from scalelab.align.distill import CacheBatches, DistillSpec, _lr_scale, distill
 from scalelab.atomic import write_json
 from scalelab.lease import RunLease
 from scalelab.model.gpt import GPT
+from scalelab.progress_bar import item_bar
 from scalelab.store import RunStore, ensure_workdir
 from scalelab.train.checkpoint import latest_checkpoint
 from scalelab.train.checkpointer import Checkpointer
@@ -179,13 +180,6 @@ def _execute(spec, workdir, run_id, run_dir, recorder, progress, progress_file, 
 def _bar(enabled: bool, total: int, done: int):
     if not enabled:
         return None
-    import sys
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)  # fmt: skip
+    bar = item_bar("distill", total, done)
     bar.start()
-    bar.add_task("distill", total=total, completed=done, info="")
     return bar

@@ -103,9 +103,10 @@ def serve_cmd(
                         "pip install 'scalelab[feedback]'") from None  # fmt: skip
     import random
 
+    from scalelab.feedback.db import MODES
     from scalelab.feedback.responder import Responder, load_models
 
-    if mode not in ("helpful", "red-team"):
+    if mode not in MODES:
         raise UserError(f"--mode {mode!r}: use helpful or red-team")
     if threads is not None:
         import torch

@@ -24,7 +24,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from scalelab.cli.common import JsonOpt, err, fmt, out, print_json, show_progress
+from scalelab.cli.common import JsonOpt, fmt, out, print_json, show_progress
 from scalelab.errors import UserError
 
 if TYPE_CHECKING:  # numpy, pandas and the laws load when a command runs, not at CLI start-up
@@ -85,14 +85,13 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
 
 def _bootstrap_progress(run: Callable[[Progress | None], BootstrapResult], quiet: bool,
                         n_boot: int) -> BootstrapResult:
-    """Call `run(progress)` with a rich progress bar on stderr unless `quiet`."""
-    from rich.progress import Progress as ProgressBar
+    """Call `run(progress)` with a progress bar on stderr unless `quiet`."""
+    from scalelab.cli.progress import eta_bar
 
     if quiet:
         return run(None)
-    with ProgressBar(console=err, transient=True) as bar:
-        task = bar.add_task("bootstrap refits", total=n_boot)
-        return run(lambda done, total: bar.update(task, completed=done))
+    with eta_bar("bootstrap refits", n_boot) as progress:
+        return run(progress)
 
 
 def _print_table(title: str, result: dict[str, object], keys: list[str]) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import typer
 
-from scalelab.cli.common import JsonOpt, WorkdirOpt, fmt, note, out, print_json, rows_table, say, show_progress
+from scalelab.cli.common import JsonOpt, WorkdirOpt, fmt, note, out, print_json, rows_table, say
+from scalelab.cli.progress import eta_bar
 
 ood_app = typer.Typer(no_args_is_help=True, help="Out-of-distribution detection on activations.")
 
@@ -55,16 +56,9 @@ def _activations(model, tokenizer, texts: list[str], what: str, batch_size: int,
     from scalelab.evals.ood import pooled_activations
 
     note(f"activations of {len(texts)} {what} texts")
-    if not show_progress():
-        return pooled_activations(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens, bf16=bf16)
-    from rich.progress import Progress as ProgressBar
-
-    from scalelab.cli.common import err
-
-    with ProgressBar(console=err, transient=True) as bar:
-        task = bar.add_task(what, total=len(texts))
+    with eta_bar(what, len(texts)) as progress:
         return pooled_activations(model, tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens, bf16=bf16,
-                                  progress=lambda done, total: bar.update(task, completed=done))  # fmt: skip
+                                  progress=progress)  # fmt: skip
 
 
 def _load(model_ref: str, workdir: Path, threads: int):

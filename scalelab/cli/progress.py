@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from scalelab.cli.common import show_progress
+from scalelab.progress_bar import item_bar
 
 
 def _stderr() -> Console:
@@ -40,15 +41,27 @@ def live_line(label: str) -> Iterator[Callable[[str], None]]:
 
 @contextmanager
 def count_bar(label: str, total: int | None = None) -> Iterator[Callable[[int, int, str], None]]:
-    """A bar of items; yields `update(done, total, text)` (a no-op when progress is off)."""
+    """A bar of items (`scalelab.progress_bar.item_bar`); yields `update(done, total, text)` (a no-op when
+    progress is off)."""
     if not show_progress():
         yield lambda done, total, text="": None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn())  # fmt: skip
-    bar = Progress(*columns, console=_stderr(), transient=True)
-    with bar:
-        task = bar.add_task(escape(label), total=total, info="")
+    with item_bar(label, total) as bar:
+        task = bar.task_ids[0]
         yield lambda done, total, text="": bar.update(task, completed=done, total=total, info=escape(text))
+
+
+@contextmanager
+def eta_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A bar of like steps with the percentage done and the time remaining (rich's default columns), for
+    loops where an estimate means something (bootstrap refits, batches of texts); yields the
+    `progress(done, total)` callback that `scalelab.laws.bootstrap` and `scalelab.evals.ood` take (a
+    no-op when progress is off)."""
+    if not show_progress():
+        yield lambda done, total: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=_stderr(), transient=True) as bar:
+        task = bar.add_task(escape(label), total=total)
+        yield lambda done, total: bar.update(task, completed=done)

@@ -22,6 +22,7 @@ from scalelab.config import DataConfig
 from scalelab.data import tokenizers as tk
 from scalelab.data.sources import fingerprint, iter_documents
 from scalelab.errors import UserError
+from scalelab.progress_bar import item_bar
 
 FORMAT_VERSION = 2
 SPLITS = ("train", "val", "test")
@@ -109,25 +110,13 @@ def _make_tokenizer(cfg: DataConfig, cache_root: Path, progress: bool):
     return tk.load_pretrained(cfg.tokenizer)
 
 
-def _progress(enabled: bool):
-    import sys
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(  # on stderr: stdout carries the results (--json)
-        TextColumn("tokenizing"), BarColumn(), MofNCompleteColumn(), TextColumn("docs"),
-        TimeElapsedColumn(), transient=True, disable=not enabled, console=Console(file=sys.stderr),
-    )  # fmt: skip
-
-
 def _encode_all(cfg: DataConfig, tokenizer, tmp: Path, dtype, progress: bool):
     """Encode every document into tmp/all.bin; return doc lengths and hash-assigned splits."""
     lengths: list[int] = []
     labels: list[int] = []
     batch: list = []
-    with open(tmp / "all.bin", "wb") as out, _progress(progress) as bar:
-        task = bar.add_task("tokenize", total=None)
+    with open(tmp / "all.bin", "wb") as out, item_bar("tokenizing", info="docs", enabled=progress) as bar:
+        task = bar.task_ids[0]
 
         def flush():
             for doc, ids in zip(batch, tokenizer.encode_batch([d.text for d in batch])):

@@ -6,6 +6,7 @@ strength scale; the chosen response continues the conversation. The same compari
 preference models and rate models against each other (Elo). This package is that interface:
 
 - `db`: the SQLite store (`<workdir>/feedback.db`, WAL, one transaction per comparison);
+- `schema`: its tables and connection settings; `hh_format`: the Human/Assistant text of a conversation;
 - `responder`: two responses per turn, sampled with the KV cache from one or two models;
 - `app`: the FastAPI application (pages with CSRF-protected forms, a Bearer-token JSON API);
 - `security`: body size limit, rate limits, CSRF tokens, security headers;

@@ -9,9 +9,8 @@ process-wide lock, so concurrent writers queue in order instead of polling SQLit
 Tokens and session ids are stored only as SHA-256 hashes (they are 256-bit random strings, so a
 plain hash is enough: there is nothing to brute-force).
 
-A comparison row is self-contained: it repeats the labeller, models, sampling settings, the full
-context and both responses of its turn, so an export needs no join and a row means the same thing
-however the turn table changes later.
+The tables and how a connection is opened are in `scalelab.feedback.schema` (a comparison row is
+self-contained: an export needs no join); the HH text of a conversation in `scalelab.feedback.hh_format`.
 """
 
 from __future__ import annotations
@@ -28,68 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from scalelab.errors import UserError
+from scalelab.feedback.hh_format import transcript
+from scalelab.feedback.schema import DB_NAME, SYNCHRONOUS, connect, create_tables
 
-DB_NAME = "feedback.db"
 MODES = ("helpful", "red-team")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS labellers (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    token_hash TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL,
-    revoked_at REAL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    id_hash TEXT PRIMARY KEY,
-    labeller_id INTEGER NOT NULL REFERENCES labellers (id),
-    csrf TEXT NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    labeller_id INTEGER NOT NULL REFERENCES labellers (id),
-    mode TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS turns (
-    id TEXT PRIMARY KEY,
-    conversation_id TEXT NOT NULL REFERENCES conversations (id),
-    idx INTEGER NOT NULL,
-    human TEXT NOT NULL,
-    context TEXT NOT NULL,
-    response_a TEXT NOT NULL,
-    response_b TEXT NOT NULL,
-    model_a TEXT NOT NULL,
-    model_b TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    swapped INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    chosen TEXT,
-    UNIQUE (conversation_id, idx)
-);
-CREATE TABLE IF NOT EXISTS comparisons (
-    id INTEGER PRIMARY KEY,
-    turn_id TEXT NOT NULL UNIQUE REFERENCES turns (id),
-    conversation_id TEXT NOT NULL,
-    labeller_id INTEGER NOT NULL,
-    labeller TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    mode TEXT NOT NULL,
-    model_a TEXT NOT NULL,
-    model_b TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    context TEXT NOT NULL,
-    human TEXT NOT NULL,
-    response_a TEXT NOT NULL,
-    response_b TEXT NOT NULL,
-    choice TEXT NOT NULL CHECK (choice IN ('a', 'b')),
-    strength INTEGER NOT NULL CHECK (strength BETWEEN 1 AND 4),
-    comment TEXT NOT NULL DEFAULT '',
-    shown_left TEXT NOT NULL DEFAULT 'a'
-);
-"""
 
 
 def token_hash(token: str) -> str:
@@ -140,7 +81,7 @@ class FeedbackDB:
     """All reads and writes of the feedback application (no SQL outside this class)."""
 
     def __init__(self, path: str | Path, synchronous: str = "FULL"):
-        if synchronous not in ("FULL", "NORMAL"):
+        if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be FULL or NORMAL, got {synchronous!r}")
         self.synchronous = synchronous
         self.path = Path(path)
@@ -148,9 +89,7 @@ class FeedbackDB:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         with self._write_lock:
-            conn = self._conn()
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+            create_tables(self._conn())
 
     @classmethod
     def in_workdir(cls, workdir: str | Path) -> FeedbackDB:
@@ -159,13 +98,7 @@ class FeedbackDB:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            # FULL: a comparison acknowledged is on disk (fsync per commit); NORMAL survives a crash of the
-            # server but not of the machine (benchmarks compare the two)
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
+            conn = self._local.conn = connect(self.path, self.synchronous)
         return conn
 
     def _write(self, fn, *args):
@@ -423,22 +356,3 @@ def _insert_comparisons(conn: sqlite3.Connection, items: list[ComparisonItem]) -
 def _turn(r: sqlite3.Row) -> Turn:
     return Turn(r["id"], r["conversation_id"], r["idx"], r["human"], r["context"], r["response_a"], r["response_b"],
                 r["model_a"], r["model_b"], json.loads(r["settings"]), bool(r["swapped"]), r["chosen"])  # fmt: skip
-
-
-HUMAN = "\n\nHuman: "
-ASSISTANT = "\n\nAssistant:"
-
-
-def prompt_for(context: str, human: str) -> str:
-    """The text a model continues: the transcript so far, the new human turn, the assistant marker."""
-    return f"{context}{HUMAN}{human}{ASSISTANT}"
-
-
-def transcript(turns: list[Turn]) -> str:
-    """The HH transcript of compared turns: each human turn followed by the chosen response."""
-    text = ""
-    for t in turns:
-        if t.chosen is None:
-            break
-        text = prompt_for(text, t.human) + " " + (t.response_a if t.chosen == "a" else t.response_b)
-    return text

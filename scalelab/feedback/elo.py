@@ -154,7 +154,7 @@ def write_elo_report(result: EloResult, path, meta: str = ""):
 def pm_scores_by_model(pm, rows: list[dict]) -> dict[str, float]:
     """Mean PM score of each model's responses over the stored comparisons (prompt = the context
     and human turn before the response); `pm` is a `scalelab.align.pm.PreferenceModel`."""
-    from scalelab.feedback.db import prompt_for
+    from scalelab.feedback.hh_format import prompt_for
 
     texts, owners = [], []
     for row in rows:

@@ -14,12 +14,13 @@ trimming whitespace) say nothing and are left out (and counted).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from scalelab.atomic import writing
 from scalelab.errors import UserError
-from scalelab.feedback.db import FeedbackDB, prompt_for
+from scalelab.feedback.db import FeedbackDB
+from scalelab.feedback.hh_format import prompt_for
 
 FORMATS = ("hh", "generic")
 
@@ -70,10 +71,8 @@ def export_comparisons(db: FeedbackDB, out: str | Path, format: str = "hh") -> E
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{out} is a folder; give a file name such as feedback.jsonl")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     written = skipped = 0
-    with tmp.open("w", encoding="utf-8") as f:
+    with writing(out) as f:
         for row in db.comparisons():
             if row["response_a"].strip() == row["response_b"].strip():
                 skipped += 1
@@ -81,5 +80,4 @@ def export_comparisons(db: FeedbackDB, out: str | Path, format: str = "hh") -> E
             line = hh_line(row) if format == "hh" else generic_line(row)
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
             written += 1
-    tmp.replace(out)
     return ExportResult(out, format, written, skipped)

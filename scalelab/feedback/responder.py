@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from scalelab.errors import UserError
-from scalelab.feedback.db import prompt_for
+from scalelab.feedback.hh_format import prompt_for
 from scalelab.model.generate import generate
 from scalelab.names import check_name
 
