@@ -13,13 +13,7 @@ from scalelab.errors import UserError
 from scalelab.train.checkpoint import load_for_inference
 from scalelab.train.loop import train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(source, *extra: str) -> RunConfig:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -23,15 +22,11 @@ class TrainProgress:
     def start(self, total: int, done: int) -> None:
         if not self.enabled:
             return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from scalelab.progress_bar import item_bar
 
-        self.bar = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
-        )  # fmt: skip
+        self.bar = item_bar("train", total, done)
         self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=done, info="")
+        self.task = self.bar.task_ids[0]
 
     def update(self, step: int, loss: float, tokens_per_s: float) -> None:
         if self.bar is not None:
