@@ -183,7 +183,7 @@ def fit_chinchilla(
     n, d, y = n[order], d[order], y[order]
     starts = chinchilla_grid() if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
     obj = chinchilla_objective(n, d, y, delta=delta)
-    res = multistart_minimize(obj, starts, fun_single=obj.single, screen_iter=screen_iter,
+    res = multistart_minimize(obj, starts, fun_single=obj.single, hessian=obj.hessian, screen_iter=screen_iter,
                               n_survivors=n_survivors, n_polish=n_polish)
     ranked = np.argsort(res.all_fun, kind="stable")
     ranked = ranked[np.isfinite(res.all_fun[ranked])][:N_BEST_STARTS]

@@ -1,11 +1,13 @@
-"""Vectorised multi-start minimisation: a batched BFGS in NumPy, pruning, and an L-BFGS-B polish.
+"""Vectorised multi-start minimisation: a batched BFGS in NumPy, pruning, and a Newton polish.
 
 Hoffmann et al. 2022 (Approach 3) and Besiroglu et al. 2024 run L-BFGS from every point of a
 grid of initialisations and keep the best optimum. Doing that one start at a time with numeric
 gradients is slow; here every start takes its quasi-Newton steps at the same time, so one
 iteration is one broadcast evaluation of the objective over starts x points. Starts that are
 clearly worse after a few iterations are dropped, the survivors run to tight convergence, and the
-best few are polished with SciPy's L-BFGS-B using the analytic gradient (Byrd et al. 1995).
+best few are polished by Newton's method with the exact Hessian where the objective gives one
+(`newton_polish`), else (or where Newton stalls away from a minimum) with SciPy's L-BFGS-B using the
+analytic gradient (Byrd et al. 1995), whose import alone costs ~0.4 s.
 
 Everything here is generic: `fun(theta (S, P), rows (S,) | None) -> (f (S,), grad (S, P))`, where
 `rows` tells the objective which problem (e.g. which bootstrap resample) each row belongs to.
@@ -208,11 +210,65 @@ def lbfgsb_polish(
     return np.asarray(res.x), float(res.fun)
 
 
+NEWTON_GTOL = 1e-12
+"""Newton's polish stops once its gradient's max norm is at most this (SciPy's polish used the same gtol)."""
+NEWTON_ACCEPT_GTOL = 1e-9
+"""Where Newton stops earlier (no descent step left) with a larger gradient, the L-BFGS-B polish takes over."""
+
+
+def newton_polish(
+    fun_single: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    hessian: Callable[[np.ndarray], np.ndarray],
+    x0: np.ndarray,
+    *,
+    max_iter: int = 50,
+) -> tuple[np.ndarray, float, bool]:
+    """Newton's method with the exact Hessian and a backtracking Armijo search from `x0`: (x, f, converged).
+
+    The batched BFGS ends close to a minimum already; from there Newton's steps converge quadratically
+    (Nocedal & Wright 2006, Theorem 3.5), so a few (P, P) solves replace SciPy's L-BFGS-B and SciPy's
+    import (~0.4 s of a first `scalelab report`). A step that is not a descent direction (Hessian not
+    positive definite) or that no backtracking makes decrease the objective ends the polish, which then
+    reports whether the gradient is small enough to call x a minimum.
+    """
+    x = np.asarray(x0, dtype=float).copy()
+    f, g = fun_single(x)
+    for _ in range(max_iter):
+        if not np.isfinite(f) or np.abs(g).max() <= NEWTON_GTOL:
+            break
+        try:
+            step = -np.linalg.solve(hessian(x), g)
+        except np.linalg.LinAlgError:
+            break
+        slope = float(g @ step)
+        if not (np.isfinite(slope) and slope < 0):
+            break
+        # Next to a minimum the decrease a step promises, -slope / 2, can be below the rounding of f itself:
+        # there a full step is taken if it shrinks the gradient without raising f beyond that rounding.
+        noise = 64 * np.finfo(float).eps * abs(f)
+        t, moved = 1.0, False
+        for _ in range(MAX_BACKTRACKS):
+            f_new, g_new = fun_single(x + t * step)
+            if np.isfinite(f_new) and f_new <= f + ARMIJO_C1 * t * slope:
+                moved = f_new < f or (-slope <= noise and np.abs(g_new).max() < np.abs(g).max())
+                break
+            if t == 1.0 and -slope <= noise and f_new <= f + noise and np.abs(g_new).max() < np.abs(g).max():
+                moved = True
+                break
+            t *= 0.5
+        if not moved:
+            break
+        x, f, g = x + t * step, f_new, g_new
+    gmax = float(np.abs(g).max())
+    return x, float(f), bool(np.isfinite(f) and gmax <= NEWTON_ACCEPT_GTOL)
+
+
 def multistart_minimize(
     fun: BatchObjective,
     starts: np.ndarray,
     *,
     fun_single: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
+    hessian: Callable[[np.ndarray], np.ndarray] | None = None,
     screen_iter: int = 30,
     n_survivors: int = 64,
     max_iter: int = 3000,
@@ -221,8 +277,10 @@ def multistart_minimize(
     """Minimise from every row of `starts` and return the best optimum.
 
     All starts take `screen_iter` batched BFGS iterations; the `n_survivors` lowest then run to
-    convergence; the `n_polish` best end points are polished with L-BFGS-B (if `fun_single` is
-    given). `screen_iter=0` or `n_survivors >= len(starts)` runs every start to convergence.
+    convergence; the `n_polish` best end points are polished (if `fun_single` is given): by Newton's
+    method when `hessian` is given too (`newton_polish`), with L-BFGS-B where Newton does not reach a
+    minimum or without `hessian`. `screen_iter=0` or `n_survivors >= len(starts)` runs every start to
+    convergence.
     """
     starts = np.atleast_2d(np.asarray(starts, dtype=float))
     n_before = getattr(fun, "n_evals", 0)
@@ -243,7 +301,11 @@ def multistart_minimize(
         for i in np.argsort(all_fun, kind="stable")[:n_polish]:
             if not np.isfinite(all_fun[i]):
                 continue
-            x, fx = lbfgsb_polish(fun_single, all_x[i])
+            converged = False
+            if hessian is not None:
+                x, fx, converged = newton_polish(fun_single, hessian, all_x[i])
+            if not converged:
+                x, fx = lbfgsb_polish(fun_single, all_x[i])
             if fx < f_best:
                 x_best, f_best = x, fx
     n_evals = getattr(fun, "n_evals", 0) - n_before

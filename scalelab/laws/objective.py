@@ -143,3 +143,31 @@ class LogSumExpHuber:
         rows = None if row is None else np.array([row])
         f, g = self(np.asarray(theta, dtype=float)[None], rows)
         return float(f[0]), g[0]
+
+    def hessian(self, theta: np.ndarray, row: int | None = None) -> np.ndarray:
+        """(P, P) Hessian at one parameter vector, for the Newton polish (`multistart.newton_polish`).
+
+        With t the K + 1 log-terms (linear in theta: dt/dtheta = J), p = softmax(t) and r = LSE(t) - log y,
+        dr = p J and d2r = J^T (diag(p) - p p^T) J, so the Hessian is sum_i w_i [Huber''(r_i) dr_i dr_i^T +
+        Huber'(r_i) d2r_i], Huber'' = 1 inside +-delta and 0 beyond (where the objective is not twice
+        differentiable exactly at +-delta; Newton's steps are then guarded by the polish's line search).
+        """
+        theta = np.asarray(theta, dtype=float)
+        k, n = self.k, self.n
+        jac = np.zeros((n, k + 1, self.n_params))  # d t_ij / d theta, (n, K+1, P)
+        for j in range(k):
+            jac[:, j, j] = 1.0
+            jac[:, j, k + 1 + j] = -self.log_x[j]
+        jac[:, k, k] = 1.0
+        t = np.concatenate([theta[:k, None] - theta[k + 1 :, None] * self.log_x, np.full((1, n), theta[k])])
+        lse = np.logaddexp.reduce(t, axis=0)  # (n,)
+        p = np.exp(t - lse).T  # (n, K+1)
+        r = lse - self.log_y
+        w = self._row_weights(None if row is None else np.array([row]), 1)
+        w = np.ones(n) if w is None else np.asarray(w, dtype=float).reshape(n)
+        dr = np.einsum("nk,nkp->np", p, jac)  # (n, P)
+        curv = (np.abs(r) <= self.delta).astype(float)
+        psi = np.clip(r, -self.delta, self.delta)
+        pj = np.einsum("nk,nkp,nkq->npq", p, jac, jac)  # J^T diag(p) J per point
+        d2r = pj - dr[:, :, None] * dr[:, None, :]
+        return np.einsum("n,npq->pq", w * curv, dr[:, :, None] * dr[:, None, :]) + np.einsum("n,npq->pq", w * psi, d2r)
