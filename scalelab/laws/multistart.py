@@ -95,7 +95,10 @@ class BatchBFGS:
             self._iterate(idx)
 
     def _iterate(self, idx: np.ndarray) -> None:
-        x, f, g, h = self.x[idx], self.f[idx], self.g[idx], self.h[idx]
+        # every start active (the first iterations): work on the state itself, not on gathered copies; each
+        # of x, f, g is read before it is written below, and h is written back whole anyway
+        every = idx.size == self.x.shape[0]
+        x, f, g, h = (self.x, self.f, self.g, self.h) if every else (self.x[idx], self.f[idx], self.g[idx], self.h[idx])
         p = -np.einsum("sij,sj->si", h, g)
         slope = np.einsum("si,si->s", g, p)
         uphill = ~(slope < 0)
@@ -131,7 +134,8 @@ class BatchBFGS:
             self.f[gi], self.g[gi] = f_new[acc], g_new[acc]
             converged = (np.abs(g_new[acc]).max(axis=1) <= self.gtol) | (self.small_steps[gi] >= 2)
             self.done[gi[converged]] = True
-        self.h[idx] = h
+        if not every:
+            self.h[idx] = h
         self.n_iter[idx] += 1
 
     def _line_search(
@@ -144,9 +148,13 @@ class BatchBFGS:
         g_new = np.zeros_like(x)
         ok = np.zeros(s, dtype=bool)
         todo = np.arange(s)
+        # the first trial takes every row (t = 1): no gathers
+        ft, gt = self.fun(x + p, self._rows(idx))
+        good = np.isfinite(ft) & (ft <= f + ARMIJO_C1 * t * slope)
         for _ in range(MAX_BACKTRACKS):
-            ft, gt = self.fun(x[todo] + t[todo, None] * p[todo], self._rows(idx[todo]))
-            good = np.isfinite(ft) & (ft <= f[todo] + ARMIJO_C1 * t[todo] * slope[todo])
+            if ft is None:
+                ft, gt = self.fun(x[todo] + t[todo, None] * p[todo], self._rows(idx[todo]))
+                good = np.isfinite(ft) & (ft <= f[todo] + ARMIJO_C1 * t[todo] * slope[todo])
             hit = todo[good]
             f_new[hit], g_new[hit], ok[hit] = ft[good], gt[good], True
             todo, ft = todo[~good], ft[~good]
@@ -158,17 +166,25 @@ class BatchBFGS:
                 t_q = -sl * tt * tt / (2.0 * (df - sl * tt))
             t_q = np.where(np.isfinite(t_q), t_q, 0.5 * tt)
             t[todo] = np.clip(t_q, 0.1 * tt, 0.5 * tt)
+            ft = None
         return t, f_new, g_new, ok
 
     @staticmethod
     def _update(h: np.ndarray, s: np.ndarray, y: np.ndarray, fresh: np.ndarray) -> np.ndarray:
-        """BFGS update of the inverse Hessian (Nocedal & Wright 2006, Eq. 6.17), batched."""
+        """BFGS update of the inverse Hessian (Nocedal & Wright 2006, Eq. 6.17), batched.
+
+        The (S, P, P) outer products are formed as flat (S, P*P) rows (each entry one product, as a
+        broadcast (S, P, 1) * (S, 1, P) would give it, but without NumPy's length-P inner loops).
+        """
         sy = np.einsum("si,si->s", s, y)
         good = sy > 1e-12 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)
         if not good.any():
             return h
-        h, s, y, sy = h.copy(), s[good], y[good], sy[good]
-        hg = h[good]
+        every = bool(good.all())
+        h = h.copy()
+        if not every:
+            s, y, sy = s[good], y[good], sy[good]
+        hg = h if every else h[good]
         first = fresh[good]
         if first.any():  # scale the identity to the curvature seen along the step (Eq. 6.20)
             gamma = sy[first] / np.einsum("si,si->s", y[first], y[first])
@@ -176,11 +192,16 @@ class BatchBFGS:
         rho = 1.0 / sy
         hy = np.einsum("sij,sj->si", hg, y)
         yhy = np.einsum("si,si->s", y, hy)
+        n, p = s.shape
+        s_rows, s_cols = np.repeat(s, p, axis=1), np.tile(s, p)  # (S, P*P): s_i and s_j at entry (i, j)
+        hy_rows, hy_cols = np.repeat(hy, p, axis=1), np.tile(hy, p)
         hg = (
-            hg
-            - rho[:, None, None] * (hy[:, :, None] * s[:, None, :] + s[:, :, None] * hy[:, None, :])
-            + ((rho * rho * yhy + rho)[:, None, None]) * (s[:, :, None] * s[:, None, :])
-        )
+            hg.reshape(n, p * p)
+            - rho[:, None] * (hy_rows * s_cols + s_rows * hy_cols)
+            + (rho * rho * yhy + rho)[:, None] * (s_rows * s_cols)
+        ).reshape(n, p, p)
+        if every:
+            return hg
         h[good] = hg
         return h
 
