@@ -173,11 +173,11 @@ class BatchBFGS:
     def _update(h: np.ndarray, s: np.ndarray, y: np.ndarray, fresh: np.ndarray) -> np.ndarray:
         """BFGS update of the inverse Hessian (Nocedal & Wright 2006, Eq. 6.17), batched.
 
-        The (S, P, P) outer products are formed as flat (S, P*P) rows (each entry one product, as a
-        broadcast (S, P, 1) * (S, 1, P) would give it, but without NumPy's length-P inner loops).
+        The (S, P, P) outer products are combined as flat (S, P*P) rows (each entry the one product a
+        broadcast (S, P, 1) * (S, 1, P) gives, without NumPy's length-P inner loops).
         """
         sy = np.einsum("si,si->s", s, y)
-        good = sy > 1e-12 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)
+        good = sy > 1e-12 * np.sqrt(np.add.reduce(s * s, axis=1)) * np.sqrt(np.add.reduce(y * y, axis=1))  # norms
         if not good.any():
             return h
         every = bool(good.all())
@@ -193,12 +193,9 @@ class BatchBFGS:
         hy = np.einsum("sij,sj->si", hg, y)
         yhy = np.einsum("si,si->s", y, hy)
         n, p = s.shape
-        s_rows, s_cols = np.repeat(s, p, axis=1), np.tile(s, p)  # (S, P*P): s_i and s_j at entry (i, j)
-        hy_rows, hy_cols = np.repeat(hy, p, axis=1), np.tile(hy, p)
+        hy_s, s_hy, s_s = (np.einsum("si,sj->sij", a, b).reshape(n, p * p) for a, b in ((hy, s), (s, hy), (s, s)))
         hg = (
-            hg.reshape(n, p * p)
-            - rho[:, None] * (hy_rows * s_cols + s_rows * hy_cols)
-            + (rho * rho * yhy + rho)[:, None] * (s_rows * s_cols)
+            hg.reshape(n, p * p) - rho[:, None] * (hy_s + s_hy) + (rho * rho * yhy + rho)[:, None] * s_s
         ).reshape(n, p, p)
         if every:
             return hg
