@@ -109,3 +109,28 @@ def fit_chinchilla_grid() -> np.ndarray:
     from scalelab.laws.chinchilla import chinchilla_grid
 
     return chinchilla_grid(es=(-1.0, 0.0, 1.0), a_s=(0.0, 5.0, 10.0, 20.0), bs=(0.0, 5.0, 10.0, 20.0))
+
+
+def test_bfgs_update_keeps_the_bits_of_the_einsum_formula() -> None:
+    """The (P, P, S) update adds as einsum did, so fits keep their bits (bootstrap refits amplify the last one)."""
+    rng = np.random.default_rng(0)
+    for n, p in ((1, 3), (7, 5), (300, 3), (300, 2)):
+        a = rng.normal(size=(n, p, p))
+        h = np.einsum("sij,skj->sik", a, a) + np.eye(p)
+        s = rng.normal(size=(n, p))
+        y = s + 0.3 * rng.normal(size=(n, p))
+        y[: n // 5] *= -1  # some pairs with s.y <= 0 are skipped
+        fresh = rng.random(n) < 0.3
+        sy = np.einsum("si,si->s", s, y)
+        good = sy > 1e-12 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)
+        want = h.copy()
+        hg, sg, yg, syg = h[good].copy(), s[good], y[good], sy[good]
+        first = fresh[good]
+        hg[first] = (syg[first] / np.einsum("si,si->s", yg[first], yg[first]))[:, None, None] * np.eye(p)
+        rho = 1.0 / syg
+        hy = np.einsum("sij,sj->si", hg, yg)
+        yhy = np.einsum("si,si->s", yg, hy)
+        outer = np.einsum("si,sj->sij", sg, sg)
+        want[good] = (hg - rho[:, None, None] * (np.einsum("si,sj->sij", hy, sg) + np.einsum("si,sj->sij", sg, hy))
+                      + (rho * rho * yhy + rho)[:, None, None] * outer)  # fmt: skip
+        np.testing.assert_array_equal(BatchBFGS._update(h, s, y, fresh), want)

@@ -173,8 +173,9 @@ class BatchBFGS:
     def _update(h: np.ndarray, s: np.ndarray, y: np.ndarray, fresh: np.ndarray) -> np.ndarray:
         """BFGS update of the inverse Hessian (Nocedal & Wright 2006, Eq. 6.17), batched.
 
-        The (S, P, P) outer products are combined as flat (S, P*P) rows (each entry the one product a
-        broadcast (S, P, 1) * (S, 1, P) gives, without NumPy's length-P inner loops).
+        Computed on (P, P, S) transposes, so that every NumPy operation runs along the S starts instead of
+        along P <= 5 parameters; the dot products add their terms in the order `np.einsum` does
+        (`_einsum_order_sum`), so that the fits keep the bits they had when this was einsum over (S, P).
         """
         sy = np.einsum("si,si->s", s, y)
         good = sy > 1e-12 * np.sqrt(np.add.reduce(s * s, axis=1)) * np.sqrt(np.add.reduce(y * y, axis=1))  # norms
@@ -190,17 +191,31 @@ class BatchBFGS:
             gamma = sy[first] / np.einsum("si,si->s", y[first], y[first])
             hg[first] = gamma[:, None, None] * np.eye(s.shape[1])
         rho = 1.0 / sy
-        hy = np.einsum("sij,sj->si", hg, y)
-        yhy = np.einsum("si,si->s", y, hy)
-        n, p = s.shape
-        hy_s, s_hy, s_s = (np.einsum("si,sj->sij", a, b).reshape(n, p * p) for a, b in ((hy, s), (s, hy), (s, s)))
-        hg = (
-            hg.reshape(n, p * p) - rho[:, None] * (hy_s + s_hy) + (rho * rho * yhy + rho)[:, None] * s_s
-        ).reshape(n, p, p)
+        h_t = np.ascontiguousarray(hg.transpose(1, 2, 0))  # (P, P, S)
+        s_t, y_t = np.ascontiguousarray(s.T), np.ascontiguousarray(y.T)  # (P, S)
+        hy = _einsum_order_sum([h_t[:, j] * y_t[j] for j in range(len(y_t))])  # (P, S): H y
+        yhy = _einsum_order_sum([y_t[i] * hy[i] for i in range(len(y_t))])  # (S,)
+        outer = s_t[:, None] * s_t[None]  # (P, P, S)
+        new = h_t - rho * (hy[:, None] * s_t[None] + s_t[:, None] * hy[None]) + (rho * rho * yhy + rho) * outer
+        new = new.transpose(2, 0, 1)
         if every:
-            return hg
-        h[good] = hg
+            return np.ascontiguousarray(new)
+        h[good] = new
         return h
+
+
+def _einsum_order_sum(terms: list[np.ndarray]) -> np.ndarray:
+    """terms[0] + terms[1] + ... added as `np.einsum` adds a short product sum: the even-indexed terms in
+    order, the odd-indexed in order, then the two partial sums (two SIMD lanes)."""
+    even = terms[0]
+    for t in terms[2::2]:
+        even = even + t
+    if len(terms) == 1:
+        return even
+    odd = terms[1]
+    for t in terms[3::2]:
+        odd = odd + t
+    return even + odd
 
 
 def lbfgsb_polish(
