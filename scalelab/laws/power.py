@@ -101,7 +101,7 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, delta: float = HUBER_DELTA,
     """Fit L(x) = E + A x^(-alpha) robustly: Huber on log L, multi-start, best optimum kept.
 
     Every start takes 30 batched BFGS iterations, the 16 lowest run to convergence, the best two
-    are polished with L-BFGS-B (see `multistart.multistart_minimize`).
+    are polished by Newton's method (see `multistart.multistart_minimize`).
 
     Args:
         x: the scale variable (N, D or C), > 0. y: the loss, > 0.
