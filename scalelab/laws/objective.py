@@ -145,7 +145,9 @@ class LogSumExpHuber:
             # (up to 1e-4 in a forecast's prediction interval): the blocks keep the sums fits were made with.
             for lo in range(0, s, MATMUL_ROWS):
                 grad[lo : lo + MATMUL_ROWS, [j, k + 1 + j]] = terms[j][lo : lo + MATMUL_ROWS] @ self._design[j]
-        grad[:, k] = psi_sum - grad[:, :k].sum(axis=1)  # u_e / z = 1 - sum_j u_j / z
+        # sum_j u_j / z, added as grad[:, :k].sum(axis=1) adds it, without a reduction call per row
+        grad_c = grad[:, 0] if k == 1 else (grad[:, 0] + grad[:, 1] if k == 2 else grad[:, :k].sum(axis=1))
+        grad[:, k] = psi_sum - grad_c  # u_e / z = 1 - sum_j u_j / z
         return f, grad
 
     def single(self, theta: np.ndarray, row: int | None = None) -> tuple[float, np.ndarray]:
