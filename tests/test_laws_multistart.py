@@ -134,3 +134,10 @@ def test_bfgs_update_keeps_the_bits_of_the_einsum_formula() -> None:
         want[good] = (hg - rho[:, None, None] * (np.einsum("si,sj->sij", hy, sg) + np.einsum("si,sj->sij", sg, hy))
                       + (rho * rho * yhy + rho)[:, None, None] * outer)  # fmt: skip
         np.testing.assert_array_equal(BatchBFGS._update(h, s, y, fresh), want)
+
+
+def test_column_reductions_equal_numpys_row_reductions() -> None:
+    a = np.random.default_rng(1).normal(size=(500, 5)) * 10.0 ** np.random.default_rng(2).uniform(-8, 8, (500, 5))
+    for p in (1, 2, 3, 5):
+        np.testing.assert_array_equal(multistart._row_sum(a[:, :p]), np.add.reduce(a[:, :p], axis=1))
+        np.testing.assert_array_equal(multistart._row_max_abs(a[:, :p]), np.abs(a[:, :p]).max(axis=1))
