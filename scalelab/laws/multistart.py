@@ -144,13 +144,15 @@ class BatchBFGS:
         """Backtracking with safeguarded quadratic interpolation until the Armijo condition holds."""
         s = x.shape[0]
         t = np.ones(s)
+        # the first trial takes every row (t = 1): no gathers; where every row accepts it, nothing else to do
+        ft, gt = self.fun(x + p, self._rows(idx))
+        good = np.isfinite(ft) & (ft <= f + ARMIJO_C1 * t * slope)
+        if good.all():
+            return t, ft, gt, good
         f_new = np.full(s, np.inf)
         g_new = np.zeros_like(x)
         ok = np.zeros(s, dtype=bool)
         todo = np.arange(s)
-        # the first trial takes every row (t = 1): no gathers
-        ft, gt = self.fun(x + p, self._rows(idx))
-        good = np.isfinite(ft) & (ft <= f + ARMIJO_C1 * t * slope)
         for _ in range(MAX_BACKTRACKS):
             if ft is None:
                 ft, gt = self.fun(x[todo] + t[todo, None] * p[todo], self._rows(idx[todo]))
