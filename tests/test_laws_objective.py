@@ -84,3 +84,34 @@ def test_extreme_starts_stay_finite() -> None:
     obj = LogSumExpHuber(log_x, log_y)
     f, g = obj(np.array([[25.0, 25.0, 1.0, -30.0, 2.0], [0.0, 0.0, -1.0, 40.0, 40.0]]))
     assert np.all(np.isfinite(f)) and np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_hessian_matches_finite_differences_of_the_gradient(k: int) -> None:
+    log_x, log_y = _data(k=k)
+    counts = np.random.default_rng(4).integers(0, 3, size=(3, log_y.size)).astype(float)
+    for obj, row in ((LogSumExpHuber(log_x, log_y), None), (LogSumExpHuber(log_x, log_y, weights=counts[0]), None),
+                     (LogSumExpHuber(log_x, log_y, weights=counts), 2)):  # fmt: skip
+        for theta in ([5.0, 10.0, -1.0, 0.5, 0.0], [6.2, 7.7, 0.6, 0.35, 0.37]):  # far from and at the optimum
+            x = np.array(theta if k == 2 else theta[:1] + theta[2:4])
+            h = obj.hessian(x, row)
+            eye = np.eye(len(x)) * 1e-6
+            numeric = np.array([(obj.single(x + e, row)[1] - obj.single(x - e, row)[1]) / 2e-6 for e in eye])
+            np.testing.assert_allclose(h, h.T, rtol=1e-12, atol=1e-15)
+            # (a few points lie near the Huber kink, where differences over +-1e-6 blur the curvature)
+            np.testing.assert_allclose(h, numeric, rtol=1e-4, atol=1e-6 * np.abs(h).max())
+
+
+def test_large_chunks_give_the_bits_of_256_row_chunks() -> None:
+    """Fits (and their bootstrap refits, which amplify last-bit differences) stay as they were computed with
+    256-row chunks: the gradient's matmul still runs on the same 256-row blocks inside larger chunks."""
+    log_x, log_y = _data(n=16, k=1)
+    weights = np.random.default_rng(5).integers(0, 3, size=(50, 16)).astype(float)
+    obj = LogSumExpHuber(log_x, log_y, weights=weights)
+    assert obj.chunk > 256 and obj.chunk % 256 == 0
+    theta = np.random.default_rng(6).normal([0.5, 0.6, 0.35], 0.3, size=(3000, 3))
+    rows = np.arange(3000) % 50
+    f, g = obj(theta, rows)
+    obj.chunk = 256
+    f256, g256 = obj(theta, rows)
+    assert np.array_equal(f, f256) and np.array_equal(g, g256)

@@ -14,8 +14,9 @@ partly to an optimiser that stopped early.
 
 Our multi-start is vectorised (see `multistart.py`): all 4,500 starts take batched BFGS steps
 with the analytic gradient, the 64 best after 30 iterations run to convergence, and the best few
-are polished with SciPy L-BFGS-B. Tests and `benchmarks/bench_fit.py` check that this reaches the
-optimum of the plain one-start-at-a-time SciPy loop.
+are polished by Newton's method with the exact Hessian (SciPy's L-BFGS-B where Newton stalls).
+Tests and `benchmarks/bench_fit.py` check that this reaches the optimum of the plain
+one-start-at-a-time SciPy loop.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def fit_chinchilla(
         grid: (S, 5) initialisations (a, b, e, alpha, beta); default `chinchilla_grid()`.
         screen_iter, n_survivors: every start takes `screen_iter` batched BFGS iterations, then the
             `n_survivors` lowest continue to convergence (`screen_iter=0`: all run to convergence).
-        n_polish: end points polished with SciPy L-BFGS-B (analytic gradient, tight tolerances).
+        n_polish: end points polished by Newton's method (exact Hessian; L-BFGS-B where it stalls).
 
     Returns:
         The fit with the lowest summed Huber loss.
@@ -183,7 +184,7 @@ def fit_chinchilla(
     n, d, y = n[order], d[order], y[order]
     starts = chinchilla_grid() if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
     obj = chinchilla_objective(n, d, y, delta=delta)
-    res = multistart_minimize(obj, starts, fun_single=obj.single, screen_iter=screen_iter,
+    res = multistart_minimize(obj, starts, fun_single=obj.single, hessian=obj.hessian, screen_iter=screen_iter,
                               n_survivors=n_survivors, n_polish=n_polish)
     ranked = np.argsort(res.all_fun, kind="stable")
     ranked = ranked[np.isfinite(res.all_fun[ranked])][:N_BEST_STARTS]

@@ -101,7 +101,7 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, delta: float = HUBER_DELTA,
     """Fit L(x) = E + A x^(-alpha) robustly: Huber on log L, multi-start, best optimum kept.
 
     Every start takes 30 batched BFGS iterations, the 16 lowest run to convergence, the best two
-    are polished with L-BFGS-B (see `multistart.multistart_minimize`).
+    are polished by Newton's method (see `multistart.multistart_minimize`).
 
     Args:
         x: the scale variable (N, D or C), > 0. y: the loss, > 0.
@@ -114,7 +114,8 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, delta: float = HUBER_DELTA,
     x_ref = float(np.exp(np.mean(np.log(xa))))
     starts = power_grid(ya) if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
     obj = power_objective(xa, ya, x_ref, delta=delta)
-    res = multistart_minimize(obj, starts, fun_single=obj.single, screen_iter=30, n_survivors=16, n_polish=2)
+    res = multistart_minimize(obj, starts, fun_single=obj.single, hessian=obj.hessian, screen_iter=30,
+                              n_survivors=16, n_polish=2)
     ranked = np.argsort(res.all_fun, kind="stable")
     ranked = ranked[np.isfinite(res.all_fun[ranked])][:16]
     return PowerLawFit.from_theta(res.x, x_ref, n_points=len(ya), objective=res.fun,

@@ -1,7 +1,7 @@
 """A report is redrawn only when what it shows changed: a key from the store's content for one group.
 
-`scalelab report` fits laws with bootstrap refits and renders figures, about two seconds of work
-(SciPy and matplotlib imports included) that gives the same page as long as the group's runs and
+`scalelab report` fits laws with bootstrap refits and renders figures, about 1.3-1.5 s of work
+(NumPy and matplotlib imports included) that gives the same page as long as the group's runs and
 metrics, the options and the code are unchanged. `content_key` hashes exactly those: each run of
 the group (id, status as it truly is, config hash, sizes, tokens, FLOPs, final losses, summary,
 finish time), per run the count, last step and sum of its logged metric values, the options, and
@@ -12,7 +12,7 @@ report (``.<stem>.key``); `cached_report` returns the report when the key matche
 The fits behind a report are kept too (``.<stem>.fits.json``, `load_results` / `save_results`), under a
 narrower key: the numbers the fits read, the analysis options and the fitting code only. A report whose
 figures or text changed (code of `report/`, a train-loss metric, a new summary) is redrawn from them
-without refitting; the laws' bootstrap refits and SciPy's import are most of a first report's time.
+without refitting; the laws' bootstrap refits are about a third of a first report's time.
 """
 
 from __future__ import annotations

@@ -60,8 +60,8 @@ def figures(res: dict, store: RunStore) -> list:
         ax.set_ylabel("validation loss (nats/token)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    axes[0].set_title("loss vs tokens")
-    axes[1].set_title("loss vs compute, and the compute-efficient frontier")
+    axes[0].set_title("loss vs tokens", y=1.0)  # a given y: no search for overlapping tick labels
+    axes[1].set_title("loss vs compute, and the compute-efficient frontier", y=1.0)
     figs.append(fig)
     pts = res.get("points")
     if pts and res.get("fits", {}).get("power_N"):
@@ -94,7 +94,7 @@ def _law_figure(res: dict, x: np.ndarray, y: np.ndarray, at_d: np.ndarray):
     _log_axes(ax)
     ax.set_xlabel(f"{law.get('N', 'nonembed')} parameters N")
     ax.set_ylabel("final validation loss (nats/token)")
-    ax.set_title("final loss and the fitted law")
+    ax.set_title("final loss and the fitted law", y=1.0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
