@@ -27,7 +27,10 @@ followed by levers joined with '+': ``compiled`` (torch.compile), ``bf16mm`` (fl
 inputs: ``train.matmul_precision='medium'``, or torch's same knob set before the reference's script runs),
 ``tanh`` / ``exact`` (scalelab's GELU: GPT-2's tanh form or the exact one, which the reference and the preset use).
 
-    python benchmarks/bench_engine_vs_nanogpt.py --nanogpt /path/to/nanoGPT(.git) [--iters 2000]
+``--rounds N`` runs every side N times in turn (odd rounds in reverse order) and reports the median tokens/s,
+each round's ratio and the ratio of the medians: this machine's speed drifts by tens of percent within minutes.
+
+    python benchmarks/bench_engine_vs_nanogpt.py --nanogpt /path/to/nanoGPT(.git) [--iters 2000] [--rounds 3]
         [--threads 1 --clock cpu] [--sides reference,scalelab,scalelab+bf16mm,scalelab+compiled,reference+bf16mm]
 """
 
@@ -172,38 +175,51 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every side")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     p.add_argument("--sides", default="reference,scalelab,scalelab-compiled")
+    p.add_argument("--rounds", type=int, default=1, help="run every side this many times, in turn (median)")
     p.add_argument("--baseline-code", type=Path, default=None,
                    help="a checkout whose scalelab the side 'scalelab-baseline' runs (eager), e.g. main")  # fmt: skip
     a = p.parse_args()
     if not a.data.is_file():
         raise SystemExit(f"{a.data} is missing")
     sides = a.sides.split(",")
-    out: dict = {"iters": a.iters, "threads": a.threads, "clock": a.clock, "date": time.strftime("%Y-%m-%d %H:%M"),
-                 "load_before": os.getloadavg()}  # fmt: skip
+    for side in sides:
+        parse_side(side)  # refuse a bad side before anything runs
+    out: dict = {"iters": a.iters, "threads": a.threads, "clock": a.clock, "rounds": a.rounds,
+                 "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": os.getloadavg()}  # fmt: skip
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
-        for side in sides:
-            base, levers = parse_side(side)
-            precision = "medium" if "bf16mm" in levers else None
-            if base == "reference":
-                ref_dir = Path(tmp) / f"ref{len(out)}"
-                ref_dir.mkdir()
-                export_reference(a.nanogpt, ref_dir)
-                write_char_data(a.data.read_text(), ref_dir / "data" / "shakespeare_char")
-                out[side] = run_reference(ref_dir, a.iters, a.threads, a.clock, "compiled" in levers, precision)
-            else:
-                if base == "scalelab-baseline" and a.baseline_code is None:
-                    raise SystemExit("the side scalelab-baseline needs --baseline-code DIR")
-                code = a.baseline_code.resolve() if base == "scalelab-baseline" else None
-                extra = tuple(LEVERS[lever] for lever in levers if LEVERS[lever])
-                out[side] = run_scalelab(a.data.resolve(), a.iters, a.threads, a.clock, "compiled" in levers, code,
-                                         extra)  # fmt: skip
-            out[side]["load_after"] = os.getloadavg()
-            print(json.dumps({side: out[side]}), file=sys.stderr, flush=True)
-    if "reference" in out:
+        for r in range(a.rounds):  # odd rounds run the sides in reverse: drift hits every side alike
+            for side in sides if r % 2 == 0 else sides[::-1]:
+                res = run_side(side, a, Path(tmp) / f"{r}-{len(runs[side])}-{sides.index(side)}")
+                res["load_after"] = os.getloadavg()
+                runs[side].append(res)
+                print(json.dumps({side: res, "round": r}), file=sys.stderr, flush=True)
+    for side, results in runs.items():
+        rates = [x["tokens_per_s"] for x in results]
+        out[side] = {**results[0], "tokens_per_s": statistics.median(rates), "tokens_per_s_rounds": rates}
+    if "reference" in runs:
+        ref = out["reference"]["tokens_per_s_rounds"]
         for side in [x for x in sides if x != "reference"]:
-            out[f"ratio_{side}"] = out[side]["tokens_per_s"] / out["reference"]["tokens_per_s"]
+            mine = out[side]["tokens_per_s_rounds"]
+            out[f"ratio_{side}"] = out[side]["tokens_per_s"] / out["reference"]["tokens_per_s"]  # of the medians
+            out[f"ratio_rounds_{side}"] = [m / f for m, f in zip(mine, ref)]  # round by round
             out[f"val_loss_gap_{side}"] = out[side]["final_val_loss"] - out["reference"]["final_val_loss"]
     print(json.dumps(out, indent=1))
+
+
+def run_side(side: str, a: argparse.Namespace, folder: Path) -> dict:
+    base, levers = parse_side(side)
+    if base == "reference":
+        folder.mkdir(parents=True)
+        export_reference(a.nanogpt, folder)
+        write_char_data(a.data.read_text(), folder / "data" / "shakespeare_char")
+        precision = "medium" if "bf16mm" in levers else None
+        return run_reference(folder, a.iters, a.threads, a.clock, "compiled" in levers, precision)
+    if base == "scalelab-baseline" and a.baseline_code is None:
+        raise SystemExit("the side scalelab-baseline needs --baseline-code DIR")
+    code = a.baseline_code.resolve() if base == "scalelab-baseline" else None
+    extra = tuple(LEVERS[lever] for lever in levers if LEVERS[lever])
+    return run_scalelab(a.data.resolve(), a.iters, a.threads, a.clock, "compiled" in levers, code, extra)
 
 
 if __name__ == "__main__":
