@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from scalelab.data.comparisons import ASSISTANT  # the marker the HH loader splits transcripts at
+
 if TYPE_CHECKING:
     from scalelab.feedback.db import Turn
 
 HUMAN = "\n\nHuman: "
-ASSISTANT = "\n\nAssistant:"
 
 
 def prompt_for(context: str, human: str) -> str:
