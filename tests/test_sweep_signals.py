@@ -10,28 +10,21 @@ import time
 import pytest
 
 from scalelab.store import RunStore
+from tests.conftest import tiny_base
 
-SPEC = """
+SPEC = (
+    """
 name = "sig"
 evals_per_run = 4
 [base]
 name = "sig"
-[base.data]
-source = "stdlib"
-max_documents = 60
-[base.model]
-recipe = "modern"
-block_size = 32
-[base.train]
-batch_size = 8
-eval_batches = 2
-log_every = 2
-device = "cpu"
-threads = 1
-[grid]
+"""
+    + tiny_base(data={"max_documents": 60}, train={"batch_size": 8, "log_every": 2})
+    + """[grid]
 "model.size" = ["L1", "L2"]
 "train.iters" = [4000]
 """
+)
 
 
 def _alive(pid: int) -> bool:
