@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scalelab.laws.objective import row_sum
+
 BatchObjective = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray]"]
 
 ARMIJO_C1 = 1e-4
@@ -180,7 +182,7 @@ class BatchBFGS:
         (`_einsum_order_sum`), so that the fits keep the bits they had when this was einsum over (S, P).
         """
         sy = np.einsum("si,si->s", s, y)
-        good = sy > 1e-12 * np.sqrt(_row_sum(s * s)) * np.sqrt(_row_sum(y * y))  # the norms of s and y
+        good = sy > 1e-12 * np.sqrt(row_sum(s * s)) * np.sqrt(row_sum(y * y))  # the norms of s and y
         if not good.any():
             return h
         every = bool(good.all())
@@ -212,14 +214,6 @@ def _row_max_abs(a: np.ndarray) -> np.ndarray:
     out = np.abs(a[:, 0])
     for j in range(1, a.shape[1]):
         out = np.maximum(out, np.abs(a[:, j]))
-    return out
-
-
-def _row_sum(a: np.ndarray) -> np.ndarray:
-    """(S,) sum over the short last axis of (S, P), added in order as `np.add.reduce(a, axis=1)` adds it."""
-    out = a[:, 0]
-    for j in range(1, a.shape[1]):
-        out = out + a[:, j]
     return out
 
 

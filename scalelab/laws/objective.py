@@ -25,6 +25,15 @@ MATMUL_ROWS = 256
 """Rows per gradient matmul (a chunk is a multiple of it); see `LogSumExpHuber._evaluate`."""
 
 
+def row_sum(a: np.ndarray) -> np.ndarray:
+    """(S,) sum over the short last axis of (S, P), added in order as `np.add.reduce(a, axis=1)` adds it (the
+    same bits), column by column: NumPy's reduction along a short last axis pays a call per row."""
+    out = a[:, 0]
+    for j in range(1, a.shape[1]):
+        out = out + a[:, j]
+    return out
+
+
 def huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
     """Huber loss: r^2/2 for |r| <= delta, delta (|r| - delta/2) beyond (Huber 1964)."""
     ar = np.abs(r)
@@ -145,9 +154,7 @@ class LogSumExpHuber:
             # (up to 1e-4 in a forecast's prediction interval): the blocks keep the sums fits were made with.
             for lo in range(0, s, MATMUL_ROWS):
                 grad[lo : lo + MATMUL_ROWS, [j, k + 1 + j]] = terms[j][lo : lo + MATMUL_ROWS] @ self._design[j]
-        # sum_j u_j / z, added as grad[:, :k].sum(axis=1) adds it, without a reduction call per row
-        grad_c = grad[:, 0] if k == 1 else (grad[:, 0] + grad[:, 1] if k == 2 else grad[:, :k].sum(axis=1))
-        grad[:, k] = psi_sum - grad_c  # u_e / z = 1 - sum_j u_j / z
+        grad[:, k] = psi_sum - row_sum(grad[:, :k])  # u_e / z = 1 - sum_j u_j / z
         return f, grad
 
     def single(self, theta: np.ndarray, row: int | None = None) -> tuple[float, np.ndarray]:
