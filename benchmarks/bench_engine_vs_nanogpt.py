@@ -25,7 +25,9 @@ load on a shared machine disturbs far less than wall time; use it with ``--threa
 Sides: ``reference``, ``scalelab`` (the preset as shipped) or ``scalelab-baseline`` (``--baseline-code``), each
 followed by levers joined with '+': ``compiled`` (torch.compile), ``bf16mm`` (float32 matmuls with bfloat16
 inputs: ``train.matmul_precision='medium'``, or torch's same knob set before the reference's script runs),
-``tanh`` / ``exact`` (scalelab's GELU: GPT-2's tanh form or the exact one, which the reference and the preset use).
+``bf16`` (bfloat16 autocast: ``train.dtype='bfloat16'``; scalelab only, as the reference's script autocasts on
+CUDA only), ``tanh`` / ``exact`` (scalelab's GELU: GPT-2's tanh form or the exact one, which the reference and
+the preset use).
 
 ``--rounds N`` runs every side N times in turn (odd rounds in reverse order) and reports the median tokens/s,
 each round's ratio and the ratio of the medians: this machine's speed drifts by tens of percent within minutes.
@@ -149,10 +151,12 @@ def run_scalelab(data: Path, iters: int, threads: int | None, clock: str, compil
             "final_train_loss": res["final_train_loss"], "train_s": res["train_s"], "wall_s": wall}  # fmt: skip
 
 
-LEVERS = {"compiled": None, "bf16mm": "train.matmul_precision='medium'", "tanh": "model.mlp='gelu'",
-          "exact": "model.mlp='gelu_exact'"}
+LEVERS = {"compiled": None, "bf16mm": "train.matmul_precision='medium'", "bf16": "train.dtype='bfloat16'",
+          "tanh": "model.mlp='gelu'", "exact": "model.mlp='gelu_exact'"}
 """A side's levers: torch.compile; bfloat16 matmul precision (the reference: torch's knob set before its script
-runs); GPT-2's tanh-GELU or the exact GELU in scalelab's model."""
+runs); bfloat16 autocast (scalelab only: the reference's script autocasts on CUDA only); GPT-2's tanh-GELU or
+the exact GELU in scalelab's model."""
+SCALELAB_ONLY = ("bf16", "tanh", "exact")
 
 
 def parse_side(side: str) -> tuple[str, list[str]]:
@@ -161,9 +165,10 @@ def parse_side(side: str) -> tuple[str, list[str]]:
     base, *levers = side.replace("-compiled", "+compiled").split("+")
     if base not in ("reference", "scalelab", "scalelab-baseline"):
         raise SystemExit(f"unknown side {side!r}: reference, scalelab or scalelab-baseline, then +lever ...")
-    bad = [lever for lever in levers if lever not in LEVERS or (base == "reference" and lever in ("tanh", "exact"))]
+    bad = [lever for lever in levers if lever not in LEVERS or (base == "reference" and lever in SCALELAB_ONLY)]
     if bad:
-        raise SystemExit(f"side {side!r}: unknown lever(s) {bad}; levers: {', '.join(LEVERS)} (tanh/exact: scalelab)")
+        raise SystemExit(f"side {side!r}: unknown lever(s) {bad}; levers: {', '.join(LEVERS)} "
+                         f"({'/'.join(SCALELAB_ONLY)}: scalelab only)")  # fmt: skip
     return base, levers
 
 

@@ -168,7 +168,8 @@ class TrainConfig(_Strict):
     device: str = "auto"
     """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Autocast dtype: 'auto' is bfloat16 on CUDA and float32 on CPU."""
+    """Autocast dtype: 'auto' is bfloat16 on CUDA and float32 on CPU; 'bfloat16' autocasts on the CPU too (fast
+    where it has AMX or AVX512-BF16; short-context attention stays float32 there). See train/precision.py."""
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     """torch.compile mode when `compile` is on (autotuning modes compile for minutes)."""

@@ -1,5 +1,6 @@
-"""`train.matmul_precision` (issue 13's CPU lever): torch's float32 matmul precision for one run, restored
-after it; CPU attention kept at full precision under it; the exact GELU option equals torch's kernel."""
+"""Issue 13's CPU levers. `train.matmul_precision`: torch's float32 matmul precision for one run, restored
+after it; CPU attention kept at full precision under it. `train.dtype='bfloat16'`: autocast on the CPU too,
+with short-context attention computed in float32. The exact GELU option equals torch's kernel."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 import scalelab.model.gpt as gpt
 from scalelab.config import load_config
 from scalelab.train.loop import train
-from scalelab.train.precision import matmul_precision
+from scalelab.train.precision import autocast, matmul_precision
 from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -70,3 +71,56 @@ def test_exact_gelu_mlp_is_torchs_exact_gelu():
     tanh = MLP(GPTConfig(n_embd=8, mlp="gelu", bias=True))
     tanh.load_state_dict(mlp.state_dict())
     assert not torch.equal(tanh(x), mlp(x))  # the two GELUs are different functions
+
+
+def test_bfloat16_cpu_attention_that_needs_a_gradient_is_computed_in_float32_at_short_contexts():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8).bfloat16().requires_grad_() for _ in range(3))
+    grad_out = torch.randn(2, 3, 16, 8).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = gpt.attention(q, k, v, is_causal=True)
+    assert got.dtype == torch.bfloat16  # the caller's dtype back
+    got_grads = torch.autograd.grad(got, (q, k, v), grad_out)
+    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
+    want = F.scaled_dot_product_attention(q32, k32, v32, is_causal=True)
+    want_grads = torch.autograd.grad(want, (q32, k32, v32), grad_out.float())
+    torch.testing.assert_close(got, want.bfloat16(), rtol=0, atol=0)  # float32 math, one rounding at the end
+    for g, w in zip(got_grads, want_grads):
+        assert g.dtype == torch.bfloat16
+        torch.testing.assert_close(g, w.bfloat16(), rtol=0, atol=0)
+    mask = torch.ones(16, 16).tril().log().bfloat16()  # an additive float mask is cast along
+    torch.testing.assert_close(gpt.attention(q, k, v, attn_mask=mask), got, rtol=0, atol=1e-2)
+    with torch.no_grad():  # inference, and long contexts, keep torch's bfloat16 kernel
+        torch.testing.assert_close(gpt.attention(q, k, v, is_causal=True),
+                                   F.scaled_dot_product_attention(q, k, v, is_causal=True), rtol=0, atol=0)  # fmt: skip
+    long = [torch.randn(1, 2, gpt.FLOAT32_CPU_ATTENTION_MAX_KEYS + 1, 8).bfloat16().requires_grad_() for _ in range(3)]
+    torch.testing.assert_close(gpt.attention(*long, is_causal=True),
+                               F.scaled_dot_product_attention(*long, is_causal=True), rtol=0, atol=0)  # fmt: skip
+
+
+def test_train_dtype_bfloat16_autocasts_on_the_cpu_and_auto_does_not():
+    lin = torch.nn.Linear(4, 4)
+    with autocast("bfloat16", CPU):
+        assert lin(torch.randn(2, 4)).dtype == torch.bfloat16
+    for dtype in ("auto", "float32"):
+        with autocast(dtype, CPU):
+            assert lin(torch.randn(2, 4)).dtype == torch.float32
+
+
+def test_a_bfloat16_cpu_run_trains_close_to_float32_in_bfloat16(tmp_path, monkeypatch):
+    over = tiny_overrides(train__iters="20", train__eval_every="20", train__ckpt_every="20")
+    seen = []
+    real = gpt.attention
+
+    def spy(q, k, v, **kw):
+        seen.append(q.dtype)
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(gpt, "attention", spy)
+    full = train(load_config(None, over), tmp_path / "full", progress=False)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    bf16 = train(load_config(None, [*over, "train.dtype='bfloat16'"]), tmp_path / "bf16", progress=False)
+    assert torch.bfloat16 in seen  # the forward really ran under autocast (it once was CUDA-only, silently)
+    assert bf16["status"] == "completed"
+    assert abs(bf16["final_val_loss"] - full["final_val_loss"]) < 0.05

@@ -135,14 +135,39 @@ def keep_attention_full_precision(on: bool) -> bool:
     return before
 
 
+FLOAT32_CPU_ATTENTION_MAX_KEYS = 128
+"""Up to this many keys, bfloat16 CPU attention that needs a gradient is computed in float32 (`attention`)."""
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
-    """`F.scaled_dot_product_attention`, kept at full float32 precision on the CPU when the run lets matmuls
-    use bfloat16 (`train.matmul_precision='medium'`): oneDNN's reduced-precision path makes torch's CPU
-    attention kernel ~10x slower at these shapes ((12, 4, 64, 32) forward + backward: 1.6 -> 17 ms), while it
-    makes the linear layers 2-3x faster. Elsewhere (CUDA, full precision, other dtypes) it is the plain call."""
-    if _attention_full_precision and q.device.type == "cpu" and q.dtype == torch.float32:
-        return _full_precision_attention(q, k, v, **kw)
+    """`F.scaled_dot_product_attention`, with two CPU cases where torch's kernel is slow at short contexts:
+
+    - bfloat16 inputs (autocast, `train.dtype='bfloat16'`) that need a gradient, up to
+      `FLOAT32_CPU_ATTENTION_MAX_KEYS` keys: computed in float32 and cast back. Torch's bfloat16 CPU backward
+      is 2-5x slower there ((12, 4, 64, 32) forward + backward on one core: 10.0 -> 2.1 ms cast included;
+      (8, 8, 128, 64): 34 -> 17 ms), while at 256 keys and beyond bfloat16 is as fast or faster, and its
+      forward alone is always faster.
+    - float32 inputs when the run lets matmuls use bfloat16 (`train.matmul_precision='medium'`): kept at full
+      float32 precision, since oneDNN's reduced-precision path makes the kernel ~10x slower at these shapes
+      ((12, 4, 64, 32) forward + backward: 1.6 -> 17 ms), while it makes the linear layers 2-3x faster.
+
+    Elsewhere (CUDA, long contexts, inference) it is the plain call."""
+    if q.device.type == "cpu":
+        if (q.dtype == torch.bfloat16 and k.size(-2) <= FLOAT32_CPU_ATTENTION_MAX_KEYS and torch.is_grad_enabled()
+                and (q.requires_grad or k.requires_grad or v.requires_grad)):  # fmt: skip
+            return _float32_attention(q, k, v, **kw)
+        if _attention_full_precision and q.dtype == torch.float32:
+            return _full_precision_attention(q, k, v, **kw)
     return F.scaled_dot_product_attention(q, k, v, **kw)
+
+
+def _float32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
+    mask = kw.get("attn_mask")
+    if mask is not None and mask.is_floating_point():
+        kw = {**kw, "attn_mask": mask.float()}
+    with torch.autocast("cpu", enabled=False):  # else autocast would cast the inputs back to bfloat16
+        y = attention(q.float(), k.float(), v.float(), **kw)
+    return y.to(q.dtype)
 
 
 def _set_precision(level: str):

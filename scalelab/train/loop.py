@@ -17,7 +17,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -37,7 +37,7 @@ from scalelab.train.checkpointer import Checkpointer
 from scalelab.train.evaluator import Evaluator
 from scalelab.train.metrics import MetricLogger
 from scalelab.train.optim import build_optimizers
-from scalelab.train.precision import matmul_precision
+from scalelab.train.precision import autocast, matmul_precision
 from scalelab.train.progress import ProgressFile, TrainProgress
 from scalelab.train.record import FileRecorder, StoreRecorder
 from scalelab.train.resume import check_resumable, config_change
@@ -289,10 +289,6 @@ class _Run:
     def _tokens_per_step(self) -> int:
         return self.tc.batch_size * self.gpt_cfg.block_size * self.tc.grad_accum * self.d.world
 
-    def _bf16(self) -> bool:
-        dt = self.tc.dtype
-        return dt == "bfloat16" or (dt == "auto" and self.device.type == "cuda")
-
     def _lr_scale(self, step: int, iters: int) -> float:
         tc = self.tc
         return lr_factor(step, iters, tc.warmup_iters, tc.schedule, tc.min_lr / tc.lr, tc.decay_fraction)
@@ -308,7 +304,7 @@ class _Run:
         elif tc.init_from:
             self._init_weights(model)
         self._start(state)
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16() else nullcontext()
+        ctx = autocast(self.tc.dtype, device)
         fwd = dd.apply_ddp(dd.apply_compile(model, tc.compile, tc.compile_mode), d, device)
         counts = model.param_counts()
         fpt = self._flops_per_token(counts)

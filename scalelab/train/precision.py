@@ -1,4 +1,12 @@
-"""`train.matmul_precision`: the float32 matmul precision of a run, set for the run and restored after.
+"""A run's precision: `train.dtype` (autocast) and `train.matmul_precision` (torch's float32 matmul knob).
+
+`train.dtype='bfloat16'` runs the forward under `torch.autocast` to bfloat16 on the run's device, the CPU
+included: matmuls take and give bfloat16, and so do the ops between two of them (the MLP's activation); the
+residual stream, hence the norms, stays float32, the loss is computed in float32, and parameters, gradients
+and optimizer state are float32. CPU attention at short contexts is computed in float32 even then
+(`scalelab.model.gpt.attention`: torch's bfloat16 CPU attention backward is 2-5x slower there).
+
+`train.matmul_precision` is the float32 matmul precision of a run, set for the run and restored after.
 
 It is torch's own knob (`torch.set_float32_matmul_precision`): 'highest' computes float32 matmuls in
 float32; 'high' lets CUDA use TensorFloat-32; 'medium' lets them use bfloat16 inputs with float32
@@ -11,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 
@@ -24,6 +32,17 @@ def cpu_has_bf16() -> bool:
         return False
     probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     return any(probe() for probe in probes if probe is not None)  # a torch without the probes: False
+
+
+def autocast(dtype: str, device: torch.device) -> AbstractContextManager:
+    """The forward's context for `train.dtype`: 'auto' is bfloat16 on CUDA and float32 elsewhere."""
+    if not (dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")):
+        return nullcontext()
+    if device.type == "cpu" and not cpu_has_bf16():
+        warnings.warn("train.dtype='bfloat16' has no fast path on this CPU (no AMX or AVX512-BF16): its matmuls "
+                      "may be slower, not faster; leave train.dtype at 'auto' (float32 on the CPU) here",
+                      RuntimeWarning, stacklevel=3)  # fmt: skip
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 @contextmanager
