@@ -90,6 +90,10 @@ def test_bfloat16_cpu_attention_that_needs_a_gradient_is_computed_in_float32_at_
         torch.testing.assert_close(g, w.bfloat16(), rtol=0, atol=0)
     mask = torch.ones(16, 16).tril().log().bfloat16()  # an additive float mask is cast along
     torch.testing.assert_close(gpt.attention(q, k, v, attn_mask=mask), got, rtol=0, atol=1e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 tensors under autocast (the model's one cast)
+        from_float = gpt.attention(*(t.detach().float().requires_grad_() for t in (q, k, v)), is_causal=True)
+    assert from_float.dtype == torch.bfloat16  # as the plain call under autocast would give
+    torch.testing.assert_close(from_float, got, rtol=0, atol=0)
     with torch.no_grad():  # inference, and long contexts, keep torch's bfloat16 kernel
         torch.testing.assert_close(gpt.attention(q, k, v, is_causal=True),
                                    F.scaled_dot_product_attention(q, k, v, is_causal=True), rtol=0, atol=0)  # fmt: skip
@@ -110,17 +114,18 @@ def test_train_dtype_bfloat16_autocasts_on_the_cpu_and_auto_does_not():
 def test_a_bfloat16_cpu_run_trains_close_to_float32_in_bfloat16(tmp_path, monkeypatch):
     over = tiny_overrides(train__iters="20", train__eval_every="20", train__ckpt_every="20")
     seen = []
-    real = gpt.attention
+    real = gpt.F.scaled_dot_product_attention
 
     def spy(q, k, v, **kw):
-        seen.append(q.dtype)
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
         return real(q, k, v, **kw)
 
-    monkeypatch.setattr(gpt, "attention", spy)
+    monkeypatch.setattr(gpt.F, "scaled_dot_product_attention", spy)
     full = train(load_config(None, over), tmp_path / "full", progress=False)
-    assert set(seen) == {torch.float32}
+    assert {dtype for dtype, _ in seen} == {torch.float32}
     seen.clear()
     bf16 = train(load_config(None, [*over, "train.dtype='bfloat16'"]), tmp_path / "bf16", progress=False)
-    assert torch.bfloat16 in seen  # the forward really ran under autocast (it once was CUDA-only, silently)
+    assert (torch.bfloat16, True) in seen  # evaluation: under autocast (once CUDA-only, silently float32 here)
+    assert (torch.float32, False) in seen  # training steps: short-context attention in float32
     assert bf16["status"] == "completed"
     assert abs(bf16["final_val_loss"] - full["final_val_loss"]) < 0.05

@@ -139,22 +139,30 @@ FLOAT32_CPU_ATTENTION_MAX_KEYS = 128
 """Up to this many keys, bfloat16 CPU attention that needs a gradient is computed in float32 (`attention`)."""
 
 
+def float32_cpu_attention(t: torch.Tensor, keys: int) -> bool:
+    """Whether CPU attention over `keys` keys on `t` (queries, or the projection they come from) is computed in
+    float32 although the run is in bfloat16 (bfloat16 tensors, or float32 ones under CPU autocast, which would
+    cast them): at short contexts, when a gradient is needed. See `attention`."""
+    return (t.device.type == "cpu" and keys <= FLOAT32_CPU_ATTENTION_MAX_KEYS and torch.is_grad_enabled()
+            and t.requires_grad and (t.dtype == torch.bfloat16 or (t.dtype == torch.float32
+            and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)))  # fmt: skip
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) -> torch.Tensor:
     """`F.scaled_dot_product_attention`, with two CPU cases where torch's kernel is slow at short contexts:
 
-    - bfloat16 inputs (autocast, `train.dtype='bfloat16'`) that need a gradient, up to
-      `FLOAT32_CPU_ATTENTION_MAX_KEYS` keys: computed in float32 and cast back. Torch's bfloat16 CPU backward
-      is 2-5x slower there ((12, 4, 64, 32) forward + backward on one core: 10.0 -> 2.1 ms cast included;
-      (8, 8, 128, 64): 34 -> 17 ms), while at 256 keys and beyond bfloat16 is as fast or faster, and its
-      forward alone is always faster.
+    - bfloat16 (inputs, or autocast: `train.dtype='bfloat16'`) when a gradient is needed, up to
+      `FLOAT32_CPU_ATTENTION_MAX_KEYS` keys: computed in float32, returned in bfloat16. Torch's bfloat16 CPU
+      backward is 2-5x slower there ((12, 4, 64, 32) forward + backward on one core: 10.0 -> 2.1 ms cast
+      included; (8, 8, 128, 64): 34 -> 17 ms), while at 256 keys and beyond bfloat16 is as fast or faster,
+      and its forward alone is always faster.
     - float32 inputs when the run lets matmuls use bfloat16 (`train.matmul_precision='medium'`): kept at full
       float32 precision, since oneDNN's reduced-precision path makes the kernel ~10x slower at these shapes
       ((12, 4, 64, 32) forward + backward: 1.6 -> 17 ms), while it makes the linear layers 2-3x faster.
 
     Elsewhere (CUDA, long contexts, inference) it is the plain call."""
     if q.device.type == "cpu":
-        if (q.dtype == torch.bfloat16 and k.size(-2) <= FLOAT32_CPU_ATTENTION_MAX_KEYS and torch.is_grad_enabled()
-                and (q.requires_grad or k.requires_grad or v.requires_grad)):  # fmt: skip
+        if any(float32_cpu_attention(t, k.size(-2)) for t in (q, k, v)):
             return _float32_attention(q, k, v, **kw)
         if _attention_full_precision and q.dtype == torch.float32:
             return _full_precision_attention(q, k, v, **kw)
@@ -166,8 +174,8 @@ def _float32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw) 
     if mask is not None and mask.is_floating_point():
         kw = {**kw, "attn_mask": mask.float()}
     with torch.autocast("cpu", enabled=False):  # else autocast would cast the inputs back to bfloat16
-        y = attention(q.float(), k.float(), v.float(), **kw)
-    return y.to(q.dtype)
+        y = attention(q.float(), k.float(), v.float(), **kw)  # .float(): no copy of a float32 tensor
+    return y.to(torch.bfloat16)  # what the plain call returns for these inputs
 
 
 def _set_precision(level: str):
@@ -205,7 +213,10 @@ class CausalSelfAttention(nn.Module):
         """`mask` (B, 1, T, S) bool, True where a query may attend (`attention_mask`); None: plain causal."""
         B, T, C = x.shape
         H, D = self.cfg.n_head, self.cfg.head_dim
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        if float32_cpu_attention(qkv, T + (cache.pos if cache is not None else 0)):
+            qkv = qkv.float()  # attention will be computed in float32: one cast here instead of one each
+        q, k, v = qkv.split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, H, D).transpose(1, 2)
         v = v.view(B, T, H, D).transpose(1, 2)
