@@ -4,6 +4,8 @@ with short-context attention computed in float32. The exact GELU option equals t
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,6 +111,23 @@ def test_train_dtype_bfloat16_autocasts_on_the_cpu_and_auto_does_not():
     for dtype in ("auto", "float32"):
         with autocast(dtype, CPU):
             assert lin(torch.randn(2, 4)).dtype == torch.float32
+
+
+def test_a_cpu_without_bfloat16_units_is_warned_of_both_levers(monkeypatch):
+    import scalelab.train.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match=r"train.dtype='bfloat16' has no fast path on this CPU"):
+        autocast("bfloat16", CPU)
+    with pytest.warns(RuntimeWarning, match=r"train.matmul_precision='medium' has no fast path on this CPU"):
+        with matmul_precision("medium", CPU):
+            pass
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        autocast("bfloat16", CPU)
+        with matmul_precision("medium", CPU):
+            pass
 
 
 def test_a_bfloat16_cpu_run_trains_close_to_float32_in_bfloat16(tmp_path, monkeypatch):
