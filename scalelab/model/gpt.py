@@ -213,8 +213,9 @@ class CausalSelfAttention(nn.Module):
         """`mask` (B, 1, T, S) bool, True where a query may attend (`attention_mask`); None: plain causal."""
         B, T, C = x.shape
         H, D = self.cfg.n_head, self.cfg.head_dim
+        past = cache.pos if cache is not None else 0
         qkv = self.c_attn(x)  # (B, T, 3C)
-        if float32_cpu_attention(qkv, T + (cache.pos if cache is not None else 0)):
+        if float32_cpu_attention(qkv, past + T):
             qkv = qkv.float()  # attention will be computed in float32: one cast here instead of one each
         q, k, v = qkv.split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
@@ -225,7 +226,6 @@ class CausalSelfAttention(nn.Module):
             k = F.rms_norm(k, (D,), eps=self.cfg.norm_eps or 1e-6)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        past = cache.pos if cache is not None else 0
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, H, past + T, D)
         S = k.size(2)

@@ -34,14 +34,18 @@ def cpu_has_bf16() -> bool:
     return any(probe() for probe in probes if probe is not None)  # a torch without the probes: False
 
 
+def _warn_without_bf16_units(setting: str, instead: str, device: torch.device) -> None:
+    """Warn that `setting` (a bfloat16 lever) may slow this run down, on a CPU that has no bfloat16 units."""
+    if device.type == "cpu" and not cpu_has_bf16():
+        warnings.warn(f"{setting} has no fast path on this CPU (no AMX or AVX512-BF16): its matmuls may be slower, "
+                      f"not faster; {instead} here", RuntimeWarning, stacklevel=4)  # fmt: skip
+
+
 def autocast(dtype: str, device: torch.device) -> AbstractContextManager:
     """The forward's context for `train.dtype`: 'auto' is bfloat16 on CUDA and float32 elsewhere."""
     if not (dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")):
         return nullcontext()
-    if device.type == "cpu" and not cpu_has_bf16():
-        warnings.warn("train.dtype='bfloat16' has no fast path on this CPU (no AMX or AVX512-BF16): its matmuls "
-                      "may be slower, not faster; leave train.dtype at 'auto' (float32 on the CPU) here",
-                      RuntimeWarning, stacklevel=3)  # fmt: skip
+    _warn_without_bf16_units("train.dtype='bfloat16'", "leave train.dtype at 'auto' (float32 on the CPU)", device)
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
@@ -51,10 +55,8 @@ def matmul_precision(level: str | None, device: torch.device) -> Iterator[None]:
     if level is None:
         yield
         return
-    if level == "medium" and device.type == "cpu" and not cpu_has_bf16():
-        warnings.warn("train.matmul_precision='medium' has no fast path on this CPU (no AMX or AVX512-BF16): "
-                      "its matmuls may be slower, not faster; leave train.matmul_precision unset here",
-                      RuntimeWarning, stacklevel=3)  # fmt: skip
+    if level == "medium":
+        _warn_without_bf16_units("train.matmul_precision='medium'", "leave train.matmul_precision unset", device)
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(level)
     guarded = keep_attention_full_precision(level != "highest")
